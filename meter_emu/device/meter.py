@@ -1,0 +1,229 @@
+"""The meter: compact state plus the table services, with no I/O and no clock of its own.
+
+Every call takes ``now`` (virtual UTC seconds) from outside. Tables are produced from the state
+when read (``render``) or, for configuration tables, kept as the bytes a client wrote. The four
+table services implement the semantics the guides document:
+
+* a table the meter lacks answers IAR (0x05), as a real meter does for BT21 on firmware 2.0x
+  (Optical Port guide p.24);
+* no permission answers ISC (0x03); a table nobody may write answers IAR;
+* a partial read past the end returns zeros for the missing bytes, with no error (OPG p.9);
+* a write longer than the table is cut to the table, a shorter one writes only its bytes
+  (MEP guide table 2.7); the resulting image must parse with the table's layout and pass the
+  table's own checks, or nothing changes.
+
+``dirty`` tells the port adapter that state a client was told about must be saved before the
+answer leaves (see store.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import logging
+from dataclasses import dataclass, field
+
+from construct import ConstructError
+
+from ..events import EVENTS, USER_NONE
+from ..profile import Profile, parse_time
+from ..tables import CATALOG
+from ..tables.catalog import WriteContext, et, label
+from .access import Key, allows
+from .errors import ResponseCode, ServiceError
+
+log = logging.getLogger(__name__)
+
+REGISTER_NAMES = (
+    "fwd_active_wh",
+    "rev_active_wh",
+    "import_reactive_varh",
+    "export_reactive_varh",
+    "power_outage_seconds",
+    "power_outage_count",
+)
+
+
+@dataclass
+class MeterState:
+    """Everything about one meter that must survive a restart. Small on purpose."""
+
+    clock_offset: float = 0.0  # meter clock minus the virtual clock, seconds (BP10 moves it)
+    alarms: set[str] = field(default_factory=set)
+    history: list[list[int]] = field(default_factory=list)  # [utc, seq, user, event, arg]
+    history_sequence: int = 0  # sequence number of the last entry (never reset)
+    history_unread: int = 0
+    history_overflow: bool = False
+    tables: dict[int, bytes] = field(default_factory=dict)  # stored tables a client wrote
+    registers: dict[str, int] = field(default_factory=dict)
+    procedure_request: bytes = b""
+    procedure_response: bytes = b""
+    last_psn: int | None = None
+
+    def to_doc(self) -> dict:
+        return {
+            "clock_offset": self.clock_offset,
+            "alarms": sorted(self.alarms),
+            "history": self.history,
+            "history_sequence": self.history_sequence,
+            "history_unread": self.history_unread,
+            "history_overflow": self.history_overflow,
+            "tables": {str(k): v.hex() for k, v in self.tables.items()},
+            "registers": self.registers,
+            "procedure_request": self.procedure_request.hex(),
+            "procedure_response": self.procedure_response.hex(),
+            "last_psn": self.last_psn,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> "MeterState":
+        return cls(
+            clock_offset=float(doc["clock_offset"]),
+            alarms=set(doc["alarms"]),
+            history=[list(entry) for entry in doc["history"]],
+            history_sequence=int(doc["history_sequence"]),
+            history_unread=int(doc["history_unread"]),
+            history_overflow=bool(doc["history_overflow"]),
+            tables={int(k): bytes.fromhex(v) for k, v in doc["tables"].items()},
+            registers={k: int(v) for k, v in doc["registers"].items()},
+            procedure_request=bytes.fromhex(doc["procedure_request"]),
+            procedure_response=bytes.fromhex(doc["procedure_response"]),
+            last_psn=doc["last_psn"],
+        )
+
+
+class Meter:
+    def __init__(self, profile: Profile, state: MeterState | None = None):
+        self.profile = profile
+        self.id: str = profile.meter.id
+        self.dims = profile.dimensions
+        if state is None:
+            state = MeterState(registers={n: getattr(profile.registers, n) for n in REGISTER_NAMES})
+        self.state = state
+        self.dirty = False
+        self._drop_mismatched_tables()
+
+    def _drop_mismatched_tables(self) -> None:
+        """Stored table images that no longer fit their layout (the profile's dimensions
+        changed since they were written) are dropped, so a table never reads back torn."""
+        for table_id, raw in list(self.state.tables.items()):
+            table = CATALOG.get(table_id)
+            if table is None or not table.stored or len(raw) != table.layout_for(self).sizeof():
+                log.warning("meter %s: stored %s no longer matches its layout; using defaults",
+                            self.id, label(table_id))
+                del self.state.tables[table_id]
+
+    # ---- clock -------------------------------------------------------------------------
+    def utc(self, now: float) -> dt.datetime:
+        """The meter's own UTC time (naive, whole seconds) at virtual time ``now``."""
+        moment = dt.datetime.fromtimestamp(int(now + self.state.clock_offset), dt.timezone.utc)
+        return moment.replace(tzinfo=None)
+
+    def local(self, now: float) -> dt.datetime:
+        return self.utc(now) + dt.timedelta(minutes=self.profile.clock.utc_offset_minutes)
+
+    def set_utc(self, now: float, new_utc: dt.datetime, user_id: int = USER_NONE) -> None:
+        """Set the meter clock (BP10) and log 'time changed' with the old time's entry."""
+        self.log_event(3, 0, now, user_id)  # stamped with the old time, as meters do
+        target = new_utc.replace(tzinfo=dt.timezone.utc).timestamp()
+        self.state.clock_offset = target - now
+        self.dirty = True
+
+    def system_info(self):
+        """ET04 System Information as parsed values: settings clients may change live there."""
+        table = CATALOG[et(4)]
+        return table.layout_for(self).parse(self.table_bytes(et(4), 0.0))
+
+    # ---- keys, alarms, events -----------------------------------------------------------
+    def check_password(self, password: bytes) -> Key | None:
+        """The optical key a 20-byte C12.18 password matches, or None (OPG p.13)."""
+        candidates = [(Key.MK, "mk"), (Key.PK, "pk"), (Key.RK, "rk")]
+        matched = None
+        for key, name in candidates:
+            if hmac.compare_digest(self.profile.key(name), password.ljust(20, b"\0")[:20]):
+                matched = key
+        if matched is Key.PK and self.system_info().pk_access != 0:  # ET04.52: 1 = disabled
+            return None
+        return matched
+
+    def raise_alarm(self, name: str) -> None:
+        if name not in self.state.alarms:
+            self.state.alarms.add(name)
+            self.dirty = True
+
+    def log_event(self, event: int, argument: int, now: float, user_id: int = USER_NONE) -> None:
+        """Append to the circular history log (BT74)."""
+        if event not in EVENTS:
+            raise ValueError(f"event {event} is not in the catalog")
+        st = self.state
+        st.history_sequence = (st.history_sequence + 1) & 0xFFFFFFFF
+        utc = int(now + st.clock_offset)
+        st.history.append([utc, st.history_sequence, user_id & 0xFFFF, event, argument & 0xFFFF])
+        del st.history[: max(0, len(st.history) - self.dims.history_entries)]
+        if st.history_unread >= self.dims.history_entries:
+            st.history_overflow = True
+        else:
+            st.history_unread += 1
+        self.dirty = True
+        log.info("meter %s: event %d %s (argument %d)", self.id, event, EVENTS[event].name,
+                 argument)
+
+    # ---- table services -----------------------------------------------------------------
+    def _table(self, table_id: int):
+        table = CATALOG.get(table_id)
+        if table is None:
+            raise ServiceError(ResponseCode.IAR, f"{label(table_id)} does not exist in this meter")
+        return table
+
+    def table_bytes(self, table_id: int, now: float) -> bytes:
+        """The whole table image, with no access check (for the meter itself and for tests)."""
+        table = self._table(table_id)
+        if table.stored and table_id in self.state.tables:
+            return self.state.tables[table_id]
+        values = table.defaults(self) if table.stored else table.render(self, now)
+        return table.layout_for(self).build(values)
+
+    def read_table(self, table_id: int, key: Key | None, now: float,
+                   offset: int = 0, count: int | None = None) -> bytes:
+        table = self._table(table_id)
+        if not allows(table.read, key):
+            raise ServiceError(ResponseCode.ISC, f"{table.label} is not readable with {key}")
+        image = self.table_bytes(table_id, now)
+        if count is None:
+            return image[offset:]
+        return image[offset:offset + count].ljust(count, b"\0")
+
+    def write_table(self, table_id: int, data: bytes, ctx: WriteContext, offset: int = 0) -> None:
+        table = self._table(table_id)
+        if not table.writable:
+            raise ServiceError(ResponseCode.IAR, f"{table.label} is read-only")
+        if ctx.key not in table.write:
+            raise ServiceError(ResponseCode.ISC, f"{table.label} is not writable with {ctx.key}")
+        old = self.table_bytes(table_id, ctx.now)
+        if offset >= len(old):
+            raise ServiceError(
+                ResponseCode.IAR, f"offset {offset} is past the end of {table.label} ({len(old)})"
+            )
+        data = data[: len(old) - offset]
+        new = old[:offset] + data + old[offset + len(data):]
+        layout = table.layout_for(self)
+        try:
+            values = layout.parse(new)
+            layout.build(values)  # validators run on build, too
+        except (ConstructError, ValueError) as exc:
+            raise ServiceError(ResponseCode.ERR, f"{table.label}: invalid data: {exc}") from None
+        if table.apply is not None:
+            kept = table.apply(self, values, WriteContext(ctx.key, ctx.now, ctx.user_id, ctx.port,
+                                                          written=data, offset=offset))
+            if kept is not None:  # the table kept some fields the client may not change
+                new = layout.build(kept)
+        if table.stored:
+            self.state.tables[table_id] = new
+        self.dirty = True
+
+
+def start_time(profile: Profile) -> float | None:
+    """The profile's clock start as epoch seconds, or None for 'now'."""
+    start = profile.clock.start
+    return None if start == "now" else parse_time(start).timestamp()
+

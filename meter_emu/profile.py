@@ -1,0 +1,245 @@
+"""Meter profiles: TOML files that say who a meter is and how it starts.
+
+``profiles/default.toml`` is both the default meter and the schema: a profile (``--profile NAME``
+for ``profiles/NAME.toml``, or a path) overrides some of its values, ``--set section.key=value``
+overrides one more. Unknown keys, wrong types and bad values are refused with a message that
+names the key, before any port opens.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import importlib.resources
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ProfileError(ValueError):
+    """A profile, or an override, that cannot be used; the message names the key."""
+
+
+def _default_text() -> str:
+    return importlib.resources.files("meter_emu.profiles").joinpath("default.toml").read_text()
+
+
+def profile_names() -> list[str]:
+    folder = importlib.resources.files("meter_emu.profiles")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _resolve(name_or_path: str) -> tuple[str, str]:
+    """Return (display name, TOML text) for a profile name or a file path."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            return str(path), path.read_text()
+        except OSError as exc:
+            raise ProfileError(f"cannot read profile {path}: {exc.strerror}") from None
+    resource = importlib.resources.files("meter_emu.profiles").joinpath(f"{name_or_path}.toml")
+    if not resource.is_file():
+        raise ProfileError(
+            f"no profile named {name_or_path!r} (known: {', '.join(profile_names())}); "
+            "give a name from profiles/ or a path to a .toml file"
+        )
+    return f"{name_or_path}.toml", resource.read_text()
+
+
+def _parse_toml(origin: str, text: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProfileError(f"profile {origin}: not valid TOML: {exc}") from None
+
+
+def _merge(origin: str, base: dict, override: dict, prefix: str = "") -> None:
+    for key, value in override.items():
+        dotted = f"{prefix}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ProfileError(f"profile {origin}: unknown key {dotted!r} (known here: {known})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ProfileError(f"profile {origin}: {dotted} must be a table [{dotted}]")
+            _merge(origin, base[key], value, dotted + ".")
+            continue
+        expected = type(base[key])
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not expected:
+            raise ProfileError(
+                f"profile {origin}: {dotted} must be {expected.__name__}, not {value!r}"
+            )
+        base[key] = value
+
+
+def _parse_override(item: str) -> dict:
+    """'identity.model=ABC' -> {'identity': {'model': 'ABC'}}; the value is read as a TOML
+    value when it is one (numbers, booleans, quoted strings), else taken as a plain string."""
+    if "=" not in item:
+        raise ProfileError(f"--set {item!r}: expected section.key=value")
+    dotted, raw = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ProfileError(f"--set {item!r}: the key must look like section.key")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    tree: dict = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        tree = {part: tree}
+    return tree
+
+
+def _key_bytes(origin: str, name: str, text: str) -> bytes:
+    if text.startswith("hex:"):
+        try:
+            raw = bytes.fromhex(text[4:])
+        except ValueError:
+            raise ProfileError(f"profile {origin}: keys.{name} is not valid hex") from None
+    else:
+        try:
+            raw = text.encode("ascii")
+        except UnicodeEncodeError:
+            raise ProfileError(f"profile {origin}: keys.{name} must be ASCII (or hex:...)") from None
+    if len(raw) > 20:
+        raise ProfileError(f"profile {origin}: keys.{name} is {len(raw)} bytes; at most 20")
+    return raw.ljust(20, b"\0")  # C12.18 passwords are 20 bytes, NUL-padded
+
+
+def _check(origin: str, ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ProfileError(f"profile {origin}: {key} {message}")
+
+
+_VERSION = re.compile(r"^\d\.\d{1,2}\.\d{1,2}$")
+
+
+def _validate(origin: str, d: dict) -> None:
+    ident = d["identity"]
+    _check(origin, d["meter"]["id"] != "" and "/" not in d["meter"]["id"], "meter.id",
+           "must be a non-empty name without '/'")
+    _check(origin, d["meter"]["phases"] in (1, 3), "meter.phases", "must be 1 or 3")
+    _check(origin, len(ident["manufacturer"]) <= 4 and ident["manufacturer"].isascii(),
+           "identity.manufacturer", "must be at most 4 ASCII characters")
+    _check(origin, len(ident["model"]) <= 8 and ident["model"].isascii(),
+           "identity.model", "must be at most 8 ASCII characters")
+    _check(origin, ident["id_format"] in ("bcd", "char"), "identity.id_format",
+           "must be \"bcd\" or \"char\"")
+    for key, size in (("serial_number", 16), ("device_id", 20)):
+        value = ident[key]
+        if ident["id_format"] == "bcd":
+            _check(origin, value.isdigit() and len(value) <= size, f"identity.{key}",
+                   f"must be at most {size} decimal digits (id_format = \"bcd\")")
+        else:
+            _check(origin, value.isascii() and len(value) <= size, f"identity.{key}",
+                   f"must be at most {size} ASCII characters")
+    for key in ("hardware_version", "firmware_version"):
+        value = ident[key]
+        ok = bool(_VERSION.match(value))
+        if ok:
+            major, minor, build = (int(x) for x in value.split("."))
+            ok = minor <= 99 and build <= 31
+        _check(origin, ok, f"identity.{key}", "must be x.yy.zz with x 0-9, yy 0-99, zz 0-31")
+    _check(origin, len(ident["utility_serial_number"]) <= 29 and
+           ident["utility_serial_number"].isascii(), "identity.utility_serial_number",
+           "must be at most 29 ASCII characters")
+    for key, size in (("neuron_id", 6), ("program_id", 8)):
+        ok = bool(re.fullmatch(r"[0-9A-Fa-f]+", ident[key])) and len(ident[key]) == size * 2
+        _check(origin, ok, f"identity.{key}", f"must be {size * 2} hex digits")
+    for key in ("subnet", "node"):
+        _check(origin, 0 <= ident[key] <= 255, f"identity.{key}", "must be 0..255")
+    _check(origin, len(ident["self_identification"]) <= 30, "identity.self_identification",
+           "must be at most 30 characters")
+    for key in d["keys"]:
+        _key_bytes(origin, key, d["keys"][key])
+    clock = d["clock"]
+    _check(origin, clock["rate"] > 0, "clock.rate", "must be > 0")
+    if clock["start"] != "now":
+        try:
+            if not 2000 <= parse_time(clock["start"]).year <= 2098:
+                raise ValueError("OSGP dates have two-digit years")
+        except ValueError:
+            raise ProfileError(
+                f"profile {origin}: clock.start must be \"now\" or an ISO 8601 time in "
+                f"2000-2098 such as 2026-01-01T00:00:00Z, not {clock['start']!r}"
+            ) from None
+    _check(origin, -720 <= clock["utc_offset_minutes"] <= 840, "clock.utc_offset_minutes",
+           "must be within -12 h..+14 h")
+    for key, value in d["dimensions"].items():
+        _check(origin, 0 <= value <= 255 or key == "history_entries", f"dimensions.{key}",
+               "must be 0..255")
+    dims = d["dimensions"]
+    _check(origin, 1 <= dims["history_entries"] <= 4000, "dimensions.history_entries",
+           "must be 1..4000")
+    _check(origin, 6 <= dims["manufacturer_status_bytes"], "dimensions.manufacturer_status_bytes",
+           "must be at least 6 (BT03 alarms up to offset 9)")
+    _check(origin, 6 <= dims["summations"] <= 19, "dimensions.summations", "must be 6..19")
+    _check(origin, 1 <= dims["tiers"] <= 8, "dimensions.tiers", "must be 1..8")
+    _check(origin, 12 <= dims["present_values"] <= 84, "dimensions.present_values",
+           "must be 12..84")
+    _check(origin, 3 <= dims["procedure_response_max"], "dimensions.procedure_response_max",
+           "must be at least 3")
+    for key, value in d["registers"].items():
+        _check(origin, 0 <= value < 2**31, f"registers.{key}", "must be 0..2^31-1")
+    optical = d["optical"]
+    _check(origin, optical["session_timeout_s"] > 0, "optical.session_timeout_s", "must be > 0")
+    _check(origin, 64 <= optical["max_packet_size"] <= 8183, "optical.max_packet_size",
+           "must be 64..8183")
+    _check(origin, 1 <= optical["max_packets"] <= 255, "optical.max_packets", "must be 1..255")
+
+
+def parse_time(text: str) -> dt.datetime:
+    """ISO 8601 -> aware UTC datetime (a trailing Z is accepted; naive means UTC)."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+class _Section:
+    """Read-only attribute view of one profile section."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("profiles are read-only; use --set")
+
+
+@dataclass(frozen=True)
+class Profile:
+    origin: str
+    data: dict
+
+    def __getattr__(self, section: str) -> Any:
+        try:
+            return _Section(self.data[section])
+        except KeyError:
+            raise AttributeError(section) from None
+
+    def key(self, name: str) -> bytes:
+        """A 20-byte optical password (MK/PK/RK), as configured under [keys]."""
+        return _key_bytes(self.origin, name, self.data["keys"][name])
+
+    def with_overrides(self, overrides: list[str]) -> "Profile":
+        data = copy.deepcopy(self.data)
+        for item in overrides:
+            _merge(f"{self.origin} --set", data, _parse_override(item))
+        _validate(f"{self.origin} (with --set)", data)
+        return Profile(self.origin, data)
+
+
+def load_profile(name_or_path: str = "default", overrides: list[str] = ()) -> Profile:
+    base = _parse_toml("default.toml", _default_text())
+    origin = "default.toml"
+    if name_or_path != "default":
+        origin, text = _resolve(name_or_path)
+        _merge(origin, base, _parse_toml(origin, text))
+    _validate(origin, base)
+    profile = Profile(origin, base)
+    return profile.with_overrides(list(overrides)) if overrides else profile

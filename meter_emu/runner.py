@@ -1,0 +1,89 @@
+"""Run meters behind their ports: the asyncio side of ``meter-emu run``.
+
+Builds the meter from its profile and stored state, opens each port, prints where it listens,
+writes the ready file (DESIGN.md section 5) once every port is up, and on SIGINT/SIGTERM closes
+the ports and flushes the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from .clock import VirtualClock
+from .device.meter import Meter, start_time
+from .ports.optical import optical_protocol
+from .ports.transport import open_endpoint
+from .profile import Profile
+from .store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    optical: str = "tcp://127.0.0.1:1218"
+    state_dir: str | None = None
+    ready_file: str | None = None
+
+
+def write_ready_file(path: str, document: dict) -> None:
+    """Write atomically, so a script polling for the file never reads half of it."""
+    target = Path(path)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    os.replace(tmp, target)
+
+
+async def run(profile: Profile, options: RunOptions) -> None:
+    store = StateStore(options.state_dir) if options.state_dir else None
+    state = store.load(profile.meter.id) if store else None
+    meter = Meter(profile, state)
+    clock = VirtualClock(start_time(profile), profile.clock.rate)
+    meters = [meter]
+
+    def persist() -> None:
+        if store is not None:
+            store.flush(meters)
+        else:
+            for m in meters:
+                m.dirty = False
+
+    endpoints = {}
+    optical = await open_endpoint(
+        options.optical, lambda: optical_protocol(meter, clock), persist, f"{meter.id} optical"
+    )
+    if optical is not None:
+        endpoints["optical"] = optical
+
+    ports = {name: endpoint.url for name, endpoint in endpoints.items()}
+    print(f"meter-emu: meter {meter.id} ({profile.origin}) is up", flush=True)
+    for name, url in ports.items():
+        print(f"  {name:<8} {url}", flush=True)
+    if "optical" in ports:
+        client = ports["optical"].replace("tcp://", "socket://")
+        print(f"  C12.18 clients (termineter: set SERIAL_CONNECTION {client})", flush=True)
+    if store is not None:
+        print(f"  state    {store.directory}", flush=True)
+    if options.ready_file:
+        write_ready_file(options.ready_file, {"meters": [m.id for m in meters], "ports": ports})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+        if store is not None:
+            for m in meters:
+                store.save(m)
+            store.close()
+        print("meter-emu: stopped", flush=True)

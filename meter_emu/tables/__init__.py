@@ -1,0 +1,7 @@
+"""OSGP tables: the catalog (catalog.py; the data types are in meter_emu/datatypes.py) and the declarations
+(basic.py for BT n, extended.py for ET n). Importing this package registers them all."""
+
+from . import basic, extended  # noqa: F401  (registers the declarations)
+from .catalog import CATALOG, PENDING_BASE, Table, WriteContext, bt, et, label
+
+__all__ = ["CATALOG", "PENDING_BASE", "Table", "WriteContext", "bt", "et", "label"]

@@ -1,0 +1,573 @@
+"""Basic tables (BT n, wire ID n): declarations.
+
+OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client Developer's Guide
+(OSGP Alliance, 2022); printed page numbers.
+"""
+
+from __future__ import annotations
+
+from construct import Array, Bytes, Int16ul, Struct
+
+from ..device.access import CONFIGURERS, OPEN, READERS, Key
+from ..device.alarms import ALARMS
+from ..device.errors import ResponseCode, ServiceError
+from ..procedures import PROCEDURES, initiate
+from ..procedures.catalog import MANUFACTURER_FLAG
+from ..provenance import c1219, designed, documented
+from .catalog import CATALOG, EXTENDED_BASE, bt, declare
+from ..datatypes import (
+    BCD,
+    NI_FMAT,
+    UINT8,
+    UINT16,
+    UINT32,
+    BitSet,
+    Bits,
+    Chars,
+    LTimeDate,
+    PackedVersion,
+)
+
+# ---------------------------------------------------------------------------------------
+# BT00 General Configuration
+
+
+def _bcd(meter) -> bool:
+    return meter.profile.identity.id_format == "bcd"
+
+
+def _bt00_layout(meter):
+    d = meter.dims
+    return Struct(
+        "format" / Bits(1, data_order=0, char_format=(1, 3)),
+        "formats" / Bits(1, time_format=(0, 3), data_access=(3, 2), id_format=5, int_format=(6, 2)),
+        "ni_formats" / Bits(1, ni_format1=(0, 4), ni_format2=(4, 4)),
+        "manufacturer" / Chars(4),
+        "nameplate_type" / UINT8,
+        "default_set_used" / UINT8,
+        "max_proc_parm_length" / UINT8,
+        "max_resp_data_length" / UINT8,
+        "standard_version" / UINT8,
+        "standard_revision" / UINT8,
+        "dim_basic_tables" / UINT8,
+        "dim_extended_tables" / UINT8,
+        "dim_basic_procedures" / UINT8,
+        "dim_extended_procedures" / UINT8,
+        "manufacturer_status_length" / UINT8,
+        "pending_tables" / UINT8,
+        "basic_tables_used" / BitSet(d.basic_tables_bytes),
+        "extended_tables_used" / BitSet(d.extended_tables_bytes),
+        "basic_procedures_used" / BitSet(d.basic_procedures_bytes),
+        "extended_procedures_used" / BitSet(d.extended_procedures_bytes),
+        "basic_tables_write" / BitSet(d.basic_tables_bytes),
+        "extended_tables_write" / BitSet(d.extended_tables_bytes),
+    )
+
+
+def _split(numbers, base):
+    return (
+        frozenset(n for n in numbers if n < base),
+        frozenset(n - base for n in numbers if n >= base),
+    )
+
+
+def _bt00_render(meter, now):
+    d = meter.dims
+    basic_used, ext_used = _split(CATALOG, EXTENDED_BASE)
+    basic_write, ext_write = _split([n for n, t in CATALOG.items() if t.writable], EXTENDED_BASE)
+    basic_procs, ext_procs = _split(PROCEDURES, MANUFACTURER_FLAG)
+    return dict(
+        format=dict(data_order=0, char_format=1),
+        formats=dict(time_format=2, data_access=1, id_format=int(_bcd(meter)), int_format=0),
+        ni_formats=dict(ni_format1=8, ni_format2=8),
+        manufacturer=meter.profile.identity.manufacturer,
+        nameplate_type=2,
+        default_set_used=0,
+        max_proc_parm_length=d.procedure_parameters_max,
+        max_resp_data_length=d.procedure_response_max,
+        standard_version=1,
+        standard_revision=0,
+        dim_basic_tables=d.basic_tables_bytes,
+        dim_extended_tables=d.extended_tables_bytes,
+        dim_basic_procedures=d.basic_procedures_bytes,
+        dim_extended_procedures=d.extended_procedures_bytes,
+        manufacturer_status_length=d.manufacturer_status_bytes,
+        pending_tables=d.pending_tables,
+        basic_tables_used=basic_used,
+        extended_tables_used=ext_used,
+        basic_procedures_used=basic_procs,
+        extended_procedures_used=ext_procs,
+        basic_tables_write=basic_write,
+        extended_tables_write=ext_write,
+    )
+
+
+declare(
+    bt(0), "General Configuration",
+    read=OPEN,
+    layout=_bt00_layout,
+    render=_bt00_render,
+    provenance=documented(
+        "OPG p.48-49, MEP p.194-196 (offsets 0-18); the used/write bitmaps from offset 19 follow "
+        "ANSI C12.19 GEN_CONFIG_TBL and are derived from this catalog"
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT01 General Manufacturer Identification
+
+
+def _bt01_layout(meter):
+    return Struct(
+        "manufacturer" / Chars(4),
+        "model" / Chars(8),
+        "hardware_version" / PackedVersion(),
+        "firmware_version" / PackedVersion(),
+        "serial_number" / (BCD(8) if _bcd(meter) else Chars(16)),
+    )
+
+
+def _bt01_render(meter, now):
+    ident = meter.profile.identity
+    return dict(
+        manufacturer=ident.manufacturer,
+        model=ident.model,
+        hardware_version=ident.hardware_version,
+        firmware_version=ident.firmware_version,
+        serial_number=ident.serial_number,
+    )
+
+
+declare(
+    bt(1), "General Manufacturer Identification",
+    read=OPEN,
+    layout=_bt01_layout,
+    render=_bt01_render,
+    provenance=documented("OPG p.19, MEP p.196; serial is BCD(8) or CHAR(16) per BT00.1 ID format"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT03 End Device Mode Status
+
+
+def _alarm_bits(offsets, first):
+    return {name: (off - first) * 8 + bit for name, (off, bit) in ALARMS.items() if off in offsets}
+
+
+def _bt03_layout(meter):
+    fields = [
+        "mode" / Bits(1, metering_mode=0, test_mode=1, meter_shop_mode=2),
+        "standard_status" / Bits(2, **_alarm_bits((1, 2), 1)),
+        "extended_alarms" / Bits(1, **_alarm_bits((3,), 3)),
+    ]
+    for i in range(meter.dims.manufacturer_status_bytes):
+        fields.append(f"manufacturer_{4 + i}" / Bits(1, **_alarm_bits((4 + i,), 4 + i)))
+    return Struct(*fields)
+
+
+def _bt03_render(meter, now):
+    active = meter.state.alarms
+    values = {"mode": {"metering_mode": 1}}
+    for sub in _bt03_layout(meter).subcons[1:]:
+        values[sub.name] = {name: int(name in active) for name in sub.subcon.fields}
+    return values
+
+
+declare(
+    bt(3), "End Device Mode Status",
+    read=READERS,
+    layout=_bt03_layout,
+    render=_bt03_render,
+    provenance=documented("OPG p.45-47 (manufacturer alarms sized by BT00.17)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT05 Device Identification, BT06 Utility Information (C12.19: NES does not document them)
+
+
+def _ident_field(meter, size_bcd: int):
+    return BCD(size_bcd) if _bcd(meter) else Chars(size_bcd * 2)
+
+
+declare(
+    bt(5), "Device Identification",
+    read=READERS,
+    write=CONFIGURERS,
+    layout=lambda meter: Struct("identification" / _ident_field(meter, 10)),
+    defaults=lambda meter: dict(identification=meter.profile.identity.device_id),
+    provenance=c1219(
+        "DEVICE_IDENT_TBL: IDENTIFICATION, BCD(10) or STRING(20) per BT00.1 ID format; "
+        "the guides only name the table (OPG BT00.1 note)"
+    ),
+)
+
+
+def _bt06_layout(meter):
+    return Struct(
+        "owner_name" / Chars(20),
+        "utility_division" / Chars(20),
+        "service_point_id" / _ident_field(meter, 10),
+        "electrical_address" / _ident_field(meter, 10),
+        "device_id" / _ident_field(meter, 10),
+        "utility_serial_number" / _ident_field(meter, 10),
+        "customer_id" / _ident_field(meter, 10),
+        "coordinate_1" / Bytes(10),
+        "coordinate_2" / Bytes(10),
+        "coordinate_3" / Bytes(10),
+        "tariff_id" / Chars(8),
+        "ex1_sw_vendor" / Chars(4),
+        "ex1_sw_version" / UINT8,
+        "ex1_sw_revision" / UINT8,
+        "ex2_sw_vendor" / Chars(4),
+        "ex2_sw_version" / UINT8,
+        "ex2_sw_revision" / UINT8,
+        "programmer_name" / Chars(10),
+        "misc_id" / Chars(30),
+    )
+
+
+def _bt06_defaults(meter):
+    u = meter.profile.utility
+    fw_major, fw_minor, _ = (int(x) for x in meter.profile.identity.firmware_version.split("."))
+    return dict(
+        owner_name=u.owner_name[:20],
+        utility_division=u.utility_division[:20],
+        service_point_id=u.service_point_id,
+        electrical_address=u.electrical_address,
+        device_id=meter.profile.identity.device_id[-20:],
+        utility_serial_number=u.utility_serial_number,
+        customer_id=u.customer_id,
+        coordinate_1=bytes(10),
+        coordinate_2=bytes(10),
+        coordinate_3=bytes(10),
+        tariff_id=u.tariff_id[:8],
+        ex1_sw_vendor=meter.profile.identity.manufacturer,
+        ex1_sw_version=fw_major,
+        ex1_sw_revision=fw_minor,
+        ex2_sw_vendor="",
+        ex2_sw_version=0,
+        ex2_sw_revision=0,
+        programmer_name=u.programmer_name[:10],
+        misc_id="",
+    )
+
+
+declare(
+    bt(6), "Utility Information",
+    read=READERS,
+    write=CONFIGURERS,
+    layout=_bt06_layout,
+    defaults=_bt06_defaults,
+    provenance=c1219("UTIL_INFO_TBL layout; the guides only name the table"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT07 Procedure Initiate / BT08 Procedure Response
+
+
+def _bt07_layout(meter):
+    return Struct(
+        "procedure" / Bits(2, number=(0, 12), selector=(12, 4)),
+        "sequence_number" / UINT8,
+        "parameters" / Bytes(meter.dims.procedure_parameters_max),
+    )
+
+
+def _bt07_render(meter, now):
+    raw = meter.state.procedure_request.ljust(3 + meter.dims.procedure_parameters_max, b"\0")
+    return _bt07_layout(meter).parse(raw)
+
+
+def _bt07_apply(meter, values, ctx):
+    if ctx.offset != 0:
+        raise ServiceError(ResponseCode.ERR, "BT07 must be written from offset 0")
+    initiate(meter, ctx.written, ctx)
+
+
+declare(
+    bt(7), "Procedure Initiate",
+    read=READERS,
+    write=READERS,  # each procedure checks its own execute access (BT08 result 5)
+    layout=_bt07_layout,
+    render=_bt07_render,
+    apply=_bt07_apply,
+    provenance=documented("MEP p.50; C12.19 PROC_INITIATE_TBL (selector bits 12..15)"),
+)
+
+
+def _bt08_layout(meter):
+    return Struct(
+        "procedure" / Bits(2, number=(0, 12)),
+        "sequence_number" / UINT8,
+        "result_code" / UINT8,
+        "data" / Bytes(meter.dims.procedure_response_max),
+    )
+
+
+def _bt08_render(meter, now):
+    raw = meter.state.procedure_response.ljust(4 + meter.dims.procedure_response_max, b"\0")
+    return _bt08_layout(meter).parse(raw)
+
+
+declare(
+    bt(8), "Procedure Response",
+    read=READERS,
+    layout=_bt08_layout,
+    render=_bt08_render,
+    provenance=documented("MEP p.50-51 (response data up to BT00.10 bytes)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT20-BT23, BT28: registers. Demands are not configured (BT21.4 = 0, BT21.8 = 0), the way
+# optical readers in the field expect (reference/osgp-app-layer.md section 14).
+
+#: BT22 summation sources in BT23 order (MEP p.203-206): Fwd, Rev, Import, Export varh, power
+#: off seconds, outage count, Fwd+Rev, Fwd-Rev, pulse inputs 1/2, error counter, Q1..Q4 varh.
+SUMMATION_SOURCES = (0, 1, 2, 3, 4, 5, 6, 7, 26, 27, 28, 108, 109, 110, 111)
+_REGISTER_FLAGS = dict(season_info=0, date_time=1, demand_reset_counter=2,
+                       demand_reset_lockout=3, cumulative_demand=4,
+                       continuous_cumulative_demand=5, time_remaining=6)
+_SELF_READ_FLAGS = dict(self_read_inhibit_overflow=0, self_read_sequence_number=1,
+                        daily_self_read=2, weekly_self_read=3, self_read_demand_reset=(4, 2))
+
+_REGISTER_DIMENSIONS = Struct(
+    "flags" / Bits(1, **_REGISTER_FLAGS),
+    "self_read_flags" / Bits(1, **_SELF_READ_FLAGS),
+    "self_reads" / UINT8,
+    "summations" / UINT8,
+    "demands" / UINT8,
+    "coincident_values" / UINT8,
+    "occurrences" / UINT8,
+    "tiers" / UINT8,
+    "present_demands" / UINT8,
+    "present_values" / UINT8,
+)
+
+declare(
+    bt(20), "Dimension Register",
+    read=READERS,
+    layout=_REGISTER_DIMENSIONS,
+    render=lambda meter, now: dict(
+        flags=dict(season_info=1, date_time=1, demand_reset_counter=1, demand_reset_lockout=1,
+                   cumulative_demand=1, continuous_cumulative_demand=1),
+        self_read_flags=dict(self_read_sequence_number=1, daily_self_read=1, weekly_self_read=1),
+        self_reads=253, summations=meter.dims.summations, demands=8, coincident_values=16,
+        occurrences=1, tiers=meter.dims.tiers, present_demands=8,
+        present_values=meter.dims.present_values,
+    ),
+    provenance=documented("OPG p.20-21 (firmware 3.10+ values)"),
+)
+
+declare(
+    bt(21), "Actual Register",
+    read=READERS,
+    layout=_REGISTER_DIMENSIONS,
+    render=lambda meter, now: dict(
+        flags=dict(season_info=1, date_time=1),
+        self_read_flags=dict(daily_self_read=1, weekly_self_read=1),
+        self_reads=0, summations=meter.dims.summations, demands=0, coincident_values=0,
+        occurrences=1, tiers=meter.dims.tiers, present_demands=0,
+        present_values=meter.dims.present_values,
+    ),
+    provenance=documented("OPG p.22-23"),
+)
+
+declare(
+    bt(22), "Data Selection",
+    read=READERS,
+    layout=lambda meter: Struct("summation_sources" / Array(meter.dims.summations, UINT8)),
+    render=lambda meter, now: dict(
+        summation_sources=list(SUMMATION_SOURCES[: meter.dims.summations])
+    ),
+    provenance=documented("OPG p.23, MEP p.202-206 (no demands: only the summation sources)"),
+)
+
+
+def _register_values(meter) -> list[int]:
+    """BT23 summations in BT22 order, from the meter's registers."""
+    r = meter.state.registers
+    fwd, rev = r["fwd_active_wh"], r["rev_active_wh"]
+    values = [fwd, rev, r["import_reactive_varh"], r["export_reactive_varh"],
+              r["power_outage_seconds"], r["power_outage_count"], fwd + rev, max(0, fwd - rev),
+              0, 0, 0, 0, 0, 0, 0]
+    return values[: meter.dims.summations]
+
+
+_NOT_IN_TIERS = {4, 5, 8, 9, 10}  # outage, pulse and error counters have no tier values (OPG p.25)
+
+
+def _bt23_layout(meter):
+    sums = Array(meter.dims.summations, NI_FMAT)
+    return Struct("totals" / sums, "tiers" / Array(meter.dims.tiers, sums))
+
+
+def _bt23_render(meter, now):
+    totals = _register_values(meter)
+    first_tier = [0 if i in _NOT_IN_TIERS else v for i, v in enumerate(totals)]
+    empty = [0] * len(totals)
+    return dict(totals=totals, tiers=[first_tier] + [empty] * (meter.dims.tiers - 1))
+
+
+def _bt23_apply(meter, values, ctx):
+    names = ("fwd_active_wh", "rev_active_wh", "import_reactive_varh", "export_reactive_varh",
+             "power_outage_seconds", "power_outage_count")
+    for name, value in zip(names, values.totals):
+        if value < 0:
+            raise ServiceError(ResponseCode.ERR, f"BT23 {name} cannot be negative")
+        meter.state.registers[name] = value
+
+
+declare(
+    bt(23), "Current Register Data",
+    read=READERS,
+    write={Key.MK, Key.MAK, Key.PLC},
+    layout=_bt23_layout,
+    render=_bt23_render,
+    apply=_bt23_apply,
+    provenance=documented(
+        "OPG p.24-27, MEP p.205-209 (no demand reset counter, no demands; all energy in tier 1 "
+        "until the metering engine drives tiers)"
+    ),
+)
+
+
+def _present_values(meter) -> list[int]:
+    """BT28 present values 0..n (OPG p.53-57) from the meter's quantities (rated voltage,
+    no load, unity power factor, rated frequency until quantities are injected)."""
+    ratings = meter.profile.ratings
+    voltage_mv = ratings.voltage_v * 1000
+    values = [0] * meter.dims.present_values
+    values[7] = voltage_mv  # RMS voltage L1 (mV)
+    if meter.profile.meter.phases == 3:
+        values[8] = values[9] = voltage_mv
+    values[10] = 1000  # power factor L1 (1/1000)
+    values[11] = ratings.frequency_hz * 1000  # frequency (mHz)
+    values[13] = values[14] = 1000 if meter.profile.meter.phases == 3 else 0
+    return values
+
+
+declare(
+    bt(28), "Present Register Data",
+    read=READERS,
+    layout=lambda meter: Struct("present_values" / Array(meter.dims.present_values, NI_FMAT)),
+    render=lambda meter, now: dict(present_values=_present_values(meter)),
+    provenance=documented("OPG p.53-57 (no present demands: BT21.8 = 0)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT52 UTC clock, BT55 local clock state
+
+_CLOCK_FLAGS = dict(day_of_week=(0, 3), dst=3, gmt=4, tz_applied=5, dst_applied=6)
+
+
+def _day_of_week(moment) -> int:
+    return (moment.weekday() + 1) % 7  # 0 = Sunday
+
+
+declare(
+    bt(52), "UTC Clock",
+    read=READERS,
+    layout=Struct("time" / LTimeDate(), "flags" / Bits(1, **_CLOCK_FLAGS)),
+    render=lambda meter, now: dict(
+        time=meter.utc(now), flags=dict(day_of_week=_day_of_week(meter.utc(now)), gmt=1)
+    ),
+    provenance=documented("MEP p.222 (LTIME_DATE in UTC, then the time qualifier)"),
+)
+
+declare(
+    bt(55), "Local Clock State",
+    read=READERS,
+    layout=Struct(
+        "time" / LTimeDate(),
+        "flags" / Bits(1, **_CLOCK_FLAGS),
+        "status" / Bits(2, current_tier=(0, 3), tier_drive=(6, 2), special_schedule=(8, 4),
+                        season=(12, 4)),
+    ),
+    render=lambda meter, now: dict(
+        time=meter.local(now),
+        flags=dict(day_of_week=_day_of_week(meter.local(now)), tz_applied=1, dst_applied=1),
+        status=dict(current_tier=0),
+    ),
+    provenance=documented("MEP p.228-229 (tier and season stay 0 until the TOU engine runs)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT70/BT71 log dimensions, BT74 history log
+
+_LOG_FLAGS = dict(event_number=0, history_date_time=1, history_sequence_number=2,
+                  history_inhibit_overflow=3, event_inhibit_overflow=4)
+_LOG_DIMENSIONS = Struct(
+    "flags" / Bits(1, **_LOG_FLAGS),
+    "standard_events" / UINT8,
+    "manufacturer_events" / UINT8,
+    "history_data_length" / UINT8,
+    "event_data_length" / UINT8,
+    "history_entries" / UINT16,
+    "event_entries" / UINT16,
+)
+
+
+def _log_dimensions(meter, now):
+    return dict(flags=dict(history_date_time=1, history_sequence_number=1), standard_events=8,
+                manufacturer_events=19, history_data_length=2, event_data_length=2,
+                history_entries=meter.dims.history_entries, event_entries=0)
+
+
+declare(bt(70), "Dimension Log", read=READERS, layout=_LOG_DIMENSIONS, render=_log_dimensions,
+        provenance=documented("OPG p.50"))
+declare(bt(71), "Actual Log", read=READERS, layout=_LOG_DIMENSIONS, render=_log_dimensions,
+        provenance=documented("OPG p.50-51"))
+
+_HISTORY_ENTRY = Struct(
+    "time" / LTimeDate(),
+    "sequence_number" / UINT16,
+    "user_id" / UINT16,
+    "event" / Bits(2, number=(0, 12)),
+    "argument" / Int16ul,
+)
+
+
+def _bt74_layout(meter):
+    return Struct(
+        "flags" / Bits(1, order=0, overflow=1, list_type=2, inhibit_overflow=3),
+        "valid_entries" / UINT16,
+        "last_entry_element" / UINT16,
+        "last_entry_sequence_number" / UINT32,
+        "unread_entries" / UINT16,
+        "entries" / Array(meter.dims.history_entries, _HISTORY_ENTRY),
+    )
+
+
+def _bt74_render(meter, now):
+    import datetime as dt
+
+    st = meter.state
+    size = meter.dims.history_entries
+    empty = dict(time=None, sequence_number=0, user_id=0, event=dict(number=0), argument=0)
+    entries = [empty] * size
+    # Circular queue: entry with sequence s sits in element (s - 1) mod size.
+    for utc, seq, user, event, arg in st.history:
+        entries[(seq - 1) % size] = dict(
+            time=dt.datetime.fromtimestamp(utc, dt.timezone.utc).replace(tzinfo=None),
+            sequence_number=seq & 0xFFFF, user_id=user, event=dict(number=event), argument=arg,
+        )
+    last = (st.history_sequence - 1) % size if st.history else 0
+    return dict(
+        flags=dict(overflow=int(st.history_overflow), list_type=1),
+        valid_entries=len(st.history),
+        last_entry_element=last,
+        last_entry_sequence_number=st.history_sequence,
+        unread_entries=st.history_unread,
+        entries=entries,
+    )
+
+
+declare(
+    bt(74), "History Log Data",
+    read=READERS,
+    layout=_bt74_layout,
+    render=_bt74_render,
+    provenance=documented("OPG p.51-52 (circular queue of BT71.5 entries, 2-byte arguments)"),
+)
+
+__all__ = ["SUMMATION_SOURCES", "designed"]
