@@ -82,6 +82,8 @@ async def run(profile: Profile, options: RunOptions) -> None:
     finally:
         for endpoint in endpoints.values():
             endpoint.close()
+        if options.ready_file:
+            Path(options.ready_file).unlink(missing_ok=True)  # no stale "ready" for scripts
         if store is not None:
             for m in meters:
                 store.save(m)
