@@ -14,7 +14,6 @@ from construct import (
     Adapter,
     Bytes,
     BytesInteger,
-    Construct,
     Int8ul,
     Int16ub,
     Int16ul,
@@ -118,49 +117,32 @@ def _two_digit_year(year: int) -> int:
     return year - 2000
 
 
-class LTimeDate(Adapter):
-    """LTIME_DATE: YY MM DD hh mm ss (UINT8 each, YY = years since 2000). Python side: naive datetime.
+class _TimeDate(Adapter):
+    """Date/time as UINT8 fields YY MM DD hh mm [ss], YY = years since 2000.
+    Python side: naive datetime; an all-zero value (never set) is None."""
 
-    An all-zero value (never set) decodes to None.
-    """
-
-    def __init__(self):
-        super().__init__(Bytes(6))
-
-    def _decode(self, obj, context, path):
-        if not any(obj):
-            return None
-        try:
-            return dt.datetime(2000 + obj[0], *obj[1:6])
-        except ValueError as exc:
-            raise ValidationError(f"invalid LTIME_DATE {obj.hex()}: {exc}") from None
-
-    def _encode(self, obj, context, path):
-        if obj is None:
-            return bytes(6)
-        return bytes(
-            [_two_digit_year(obj.year), obj.month, obj.day, obj.hour, obj.minute, obj.second]
-        )
-
-
-class STimeDate(Adapter):
-    """STIME_DATE: YY MM DD hh mm (no seconds). Python side: naive datetime or None (all zero)."""
-
-    def __init__(self):
-        super().__init__(Bytes(5))
+    def __init__(self, size: int, name: str):
+        super().__init__(Bytes(size))
+        self.size, self.name = size, name
 
     def _decode(self, obj, context, path):
         if not any(obj):
             return None
         try:
-            return dt.datetime(2000 + obj[0], *obj[1:5])
+            return dt.datetime(2000 + obj[0], *obj[1:self.size])
         except ValueError as exc:
-            raise ValidationError(f"invalid STIME_DATE {obj.hex()}: {exc}") from None
+            raise ValidationError(f"invalid {self.name} {obj.hex()}: {exc}") from None
 
     def _encode(self, obj, context, path):
         if obj is None:
-            return bytes(5)
-        return bytes([_two_digit_year(obj.year), obj.month, obj.day, obj.hour, obj.minute])
+            return bytes(self.size)
+        fields = [_two_digit_year(obj.year), obj.month, obj.day, obj.hour, obj.minute, obj.second]
+        return bytes(fields[: self.size])
+
+
+def LTimeDate() -> _TimeDate:
+    """LTIME_DATE: YY MM DD hh mm ss."""
+    return _TimeDate(6, "LTIME_DATE")
 
 
 class PackedVersion(Adapter):
@@ -189,6 +171,3 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return major, minor, build
 
 
-def sizeof(layout: Construct) -> int:
-    """Size of a fixed layout (all OSGP layouts are fixed once dimensioned)."""
-    return layout.sizeof()
