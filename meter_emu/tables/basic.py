@@ -13,7 +13,7 @@ from ..device.alarms import ALARMS
 from ..device.errors import ResponseCode, ServiceError
 from ..procedures import PROCEDURES, initiate
 from ..procedures.catalog import MANUFACTURER_FLAG
-from ..provenance import c1219, designed, documented
+from ..provenance import c1219, documented
 from .catalog import CATALOG, EXTENDED_BASE, bt, declare
 from ..datatypes import (
     BCD,
@@ -569,5 +569,3 @@ declare(
     render=_bt74_render,
     provenance=documented("OPG p.51-52 (circular queue of BT71.5 entries, 2-byte arguments)"),
 )
-
-__all__ = ["SUMMATION_SOURCES", "designed"]
