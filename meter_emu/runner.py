@@ -41,6 +41,8 @@ def write_ready_file(path: str, document: dict) -> None:
 
 
 async def run(profile: Profile, options: RunOptions) -> None:
+    if options.ready_file:
+        Path(options.ready_file).unlink(missing_ok=True)  # a stale file from a killed run
     store = StateStore(options.state_dir) if options.state_dir else None
     state = store.load(profile.meter.id) if store else None
     meter = Meter(profile, state)

@@ -39,10 +39,17 @@ class AtomicJSONStorage(Storage):
             text = self.path.read_text()
         except FileNotFoundError:
             return None
+        except UnicodeDecodeError:
+            raise StoreError(f"state file {self.path} is not text") from None
+        if not text.strip():
+            return None
         try:
-            return json.loads(text) if text.strip() else None
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise StoreError(f"state file {self.path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+            raise StoreError(f"state file {self.path} is not a meter-emu state file")
+        return data
 
     def write(self, data) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -68,20 +75,25 @@ class StateStore:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"cannot create state directory {directory}: {exc.strerror}") from None
-        self.db = TinyDB(self.directory / "meters.json", storage=AtomicJSONStorage)
+        self.path = self.directory / "meters.json"
+        self.db = TinyDB(self.path, storage=AtomicJSONStorage)
         self.meters = self.db.table("meters")
 
     def load(self, meter_id: str) -> MeterState | None:
-        doc = self.meters.get(Query().id == meter_id)
+        try:
+            doc = self.meters.get(Query().id == meter_id)
+        except (AttributeError, TypeError) as exc:
+            raise StoreError(f"state file {self.path} is damaged: {exc}") from None
         if doc is None:
             return None
         if doc.get("format") != FORMAT_VERSION:
-            raise StoreError(f"state of meter {meter_id} has format {doc.get('format')}, "
-                             f"this version reads {FORMAT_VERSION}")
+            raise StoreError(f"state file {self.path}: meter {meter_id} has format "
+                             f"{doc.get('format')}, this version reads {FORMAT_VERSION}")
         try:
             return MeterState.from_doc(doc["state"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise StoreError(f"state of meter {meter_id} is damaged: {exc!r}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StoreError(f"state file {self.path}: state of meter {meter_id} is damaged: "
+                             f"{exc!r}") from None
 
     def save(self, meter) -> None:
         doc = {"id": meter.id, "format": FORMAT_VERSION, "state": meter.state.to_doc()}

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,8 +66,9 @@ class Emulator:
         self.workdir = workdir
         self.ready_file = workdir / "ready.json"
         self.args = [_script("meter-emu"), "run", "--ready-file", str(self.ready_file), *args]
-        self._stdout = open(workdir / "stdout.txt", "wb")
-        self._stderr = open(workdir / "stderr.txt", "wb")
+        # kept open for the child's lifetime; closed by stop()/kill9()
+        self._stdout = open(workdir / "stdout.txt", "wb")  # noqa: SIM115
+        self._stderr = open(workdir / "stderr.txt", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._stdout,
                                      stderr=self._stderr, cwd=workdir)
         self.ready: dict = {}
@@ -77,11 +78,9 @@ class Emulator:
         return self.proc.pid
 
     def stderr(self) -> str:
-        self._stderr.flush()
         return (self.workdir / "stderr.txt").read_text(errors="replace")
 
     def stdout(self) -> str:
-        self._stdout.flush()
         return (self.workdir / "stdout.txt").read_text(errors="replace")
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict:
@@ -174,7 +173,7 @@ def run_meter_emu(*args: str, timeout: float = 15.0) -> subprocess.CompletedProc
     """``meter-emu ARGS`` to completion (for start-up failures). Killed after ``timeout``."""
     try:
         return subprocess.run([_script("meter-emu"), *args], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"meter-emu {' '.join(args)} did not exit within {timeout} s "
                     f"(stderr: {exc.stderr!r})")
@@ -211,7 +210,8 @@ def termineter(tmp_path: Path, commands: list[str], timeout: float = TERMINETER_
     env = dict(os.environ, HOME=str(home), PYTHONUNBUFFERED="1")
     try:
         done = subprocess.run([_script("termineter")], input=script, capture_output=True,
-                              text=True, env=env, timeout=timeout, cwd=home)
+                              text=True, env=env, timeout=timeout, cwd=home,
+                              check=False)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"termineter did not finish within {timeout} s\nstdout:\n{exc.stdout}\n"
                     f"stderr:\n{exc.stderr}")
@@ -295,14 +295,16 @@ def c1218_session(url: str, password: bytes | None = MK, user_id: int = 0,
         assert conn.login(username, user_id, password), "C12.18 logon/security refused"
         yield conn
     finally:
-        try:
+        with suppress(Exception):  # the meter may be gone (kill -9 tests)
             conn.stop()
-        except Exception:  # noqa: BLE001 - the meter may be gone (kill -9 tests)
-            pass
-        try:
+        with suppress(Exception):
             conn.serial_h.close()
-        except Exception:  # noqa: BLE001
-            pass
+
+
+def abandon(conn) -> None:
+    """The meter went away (kill -9, SIGTERM): close without sending a terminate, which would
+    only be retried for ~3 s."""
+    conn._initialized = False
 
 
 def read_table_lib(url: str, table_id: int, password: bytes | None = MK, **kwargs) -> bytes:
@@ -348,10 +350,13 @@ class HistoryLog:
         return [e for e in self.entries if e.event == number]
 
 
+def le(raw: bytes) -> int:
+    return int.from_bytes(raw, "little")
+
+
 def parse_bt74(raw: bytes) -> HistoryLog:
     """BT74 History Log Data: 11-byte header, then 14-byte entries."""
     assert len(raw) >= BT74_HEADER, raw.hex()
-    le = lambda b: int.from_bytes(b, "little")  # noqa: E731
     entries = []
     body = raw[BT74_HEADER:]
     for start in range(0, len(body) - BT74_ENTRY + 1, BT74_ENTRY):

@@ -158,7 +158,8 @@ def test_read_only_key_cannot_write(start_emulator, tmp_path):
              "set OFFSET 0", "run", "back"]
 
     out = e2e.termineter(tmp_path, e2e.termineter_preamble(emu.client_url, e2e.RK_HEX) + write)
-    assert "Caught C1218WriteTableError" in out, out
+    assert ("Caught C1218WriteTableError: 'could not write data to the table, error: isc "
+            "(Insufficient Security Clearance)'") in out, out
     assert "Successfully Wrote Data" not in out, out
     assert "Table Write Verification Failed" in out, out
     verify = e2e.hexdumps(out)[-1]

@@ -108,6 +108,8 @@ async def _open_tcp(url, factory, after_input, name) -> Endpoint:
                     await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.debug("%s: client %s dropped: %s", name, peer, exc)
+        except asyncio.CancelledError:
+            log.debug("%s: client %s closed at shutdown", name, peer)
         finally:
             writer.close()
             log.debug("%s: client %s disconnected", name, peer)
