@@ -63,3 +63,13 @@ def test_bad_profile_files_are_refused(tmp_path):
     wrong.write_text("[identity]\nsubnet = 300\n")
     with pytest.raises(ProfileError, match="identity.subnet"):
         load_profile(str(wrong))
+
+
+def test_named_profile_from_profiles_folder():
+    from meter_emu.device.meter import Meter
+
+    profile = load_profile("ansi-strings")
+    assert profile.meter.id == "ansi-meter"
+    meter = Meter(profile)
+    assert meter.table_bytes(1, 1_767_225_600.0)[16:] == b"EMU0000000000001"
+    assert meter.table_bytes(5, 1_767_225_600.0) == b"EMU-DEVICE-0001".ljust(20)
