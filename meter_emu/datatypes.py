@@ -128,6 +128,8 @@ class _TimeDate(Adapter):
     def _decode(self, obj, context, path):
         if not any(obj):
             return None
+        if obj[0] > 99:
+            raise ValidationError(f"invalid {self.name} {obj.hex()}: year byte above 99")
         try:
             return dt.datetime(2000 + obj[0], *obj[1:self.size])
         except ValueError as exc:

@@ -271,3 +271,11 @@ def test_fresh_link_client_fixture_is_independent(meter, clock):
     a.logon(MK)
     b.logon(password=None)
     assert len(a.read(3)) == 10 and b.read(3) == bytes([ISC])
+
+
+def test_bp10_with_an_impossible_year_is_refused(client, meter, clock):
+    client.logon(MK)
+    params = b"\x03" + bytes([200, 1, 1, 0, 0, 0]) + b"\x00"  # year byte 200: no OSGP year
+    assert client.write(7, bt07(10, 1, params)) == b"\x00"
+    assert client.read(8)[:4] == bytes([10, 0, 1, 2])  # invalid parameter
+    assert client.read(52)[0] == 26  # the clock still reads 2026

@@ -139,8 +139,9 @@ class Meter:
         """The optical key a 20-byte C12.18 password matches, or None (OPG p.13)."""
         candidates = [(Key.MK, "mk"), (Key.PK, "pk"), (Key.RK, "rk")]
         matched = None
-        for key, name in candidates:
-            if hmac.compare_digest(self.profile.key(name), password.ljust(20, b"\0")[:20]):
+        for key, name in candidates:  # all compared (no timing hint); the strongest key wins
+            same = hmac.compare_digest(self.profile.key(name), password.ljust(20, b"\0")[:20])
+            if same and matched is None:
                 matched = key
         if matched is Key.PK and self.system_info().pk_access != 0:  # ET04.52: 1 = disabled
             return None

@@ -92,6 +92,9 @@ class PsemSession:
             response = service(self, apdu)
         except ServiceError as error:
             return self._refuse(error.code, error.reason)
+        except Exception:  # noqa: BLE001 - a bug must cost one answer, not the port
+            log.exception("%s: internal error on request %02x", self.port, code)
+            return self._refuse(ResponseCode.ERR, "internal error (logged)")
         if len(response) > self.packet_size_limit():
             return self._refuse(
                 ResponseCode.RNO,
