@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ProfileError, PortUrlError, StoreError) as error:
         print(f"meter-emu: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C before the event loop took over the signal
+        return 130
     return 0
 
 

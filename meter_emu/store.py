@@ -25,7 +25,7 @@ FORMAT_VERSION = 1
 
 
 class StoreError(RuntimeError):
-    pass
+    """State that cannot be read or written; the message names the file."""
 
 
 class AtomicJSONStorage(Storage):
@@ -65,7 +65,7 @@ class AtomicJSONStorage(Storage):
             os.close(directory)
 
     def close(self) -> None:
-        pass
+        """Nothing to release: every write opens and closes its own file."""
 
 
 class StateStore:

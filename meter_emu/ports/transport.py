@@ -36,7 +36,7 @@ class StreamProtocol(Protocol):
 
 
 class PortUrlError(ValueError):
-    pass
+    """A port URL that cannot be opened; the message says why."""
 
 
 class Endpoint:
