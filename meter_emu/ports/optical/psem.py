@@ -22,7 +22,7 @@ import logging
 from ...device.access import Key
 from ...device.errors import ResponseCode, ServiceError
 from ...events import INVALID_PASSWORD
-from ...tables.catalog import WriteContext, label
+from ..table_services import OPTICAL, handle_table_service
 from .link import OVERHEAD
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,6 @@ class State(enum.Enum):
     BASE = "base"
     IDENTIFIED = "identified"
     SESSION = "session"
-
-
-def checksum(data: bytes) -> int:
-    """C12.18 data checksum: two's complement of the 8-bit sum."""
-    return (-sum(data)) & 0xFF
 
 
 class PsemSession:
@@ -186,61 +181,22 @@ class PsemSession:
         return bytes([ResponseCode.OK])
 
     # ---- table services ----------------------------------------------------------------
-    def _read_response(self, data: bytes) -> bytes:
-        return bytes([ResponseCode.OK]) + len(data).to_bytes(2, "big") + data + bytes(
-            [checksum(data)]
-        )
-
-    def _full_read(self, apdu: bytes) -> bytes:
+    def _table_service(self, apdu: bytes) -> bytes:
         self._need(State.SESSION)
-        self._length(apdu, 3, "full read")
-        table_id = int.from_bytes(apdu[1:3], "big")
-        return self._read_response(self.meter.read_table(table_id, self.key, self.clock.now()))
-
-    def _partial_read(self, apdu: bytes) -> bytes:
-        self._need(State.SESSION)
-        self._length(apdu, 8, "partial read")
-        table_id = int.from_bytes(apdu[1:3], "big")
-        offset = int.from_bytes(apdu[3:6], "big")
-        count = int.from_bytes(apdu[6:8], "big")
-        data = self.meter.read_table(table_id, self.key, self.clock.now(), offset, count)
-        return self._read_response(data)
-
-    def _write(self, apdu: bytes, table_id: int, offset: int, header: int) -> bytes:
-        count = int.from_bytes(apdu[header - 2:header], "big")
-        if len(apdu) != header + count + 1:
-            raise ServiceError(
-                ResponseCode.ERR, f"write of {count} bytes carries {len(apdu) - header - 1}"
-            )
-        data = apdu[header:header + count]
-        if checksum(data) != apdu[-1]:
-            raise ServiceError(ResponseCode.ERR, "write data checksum does not match")
-        ctx = WriteContext(self.key, self.clock.now(), self.user_id, self.port)
-        self.meter.write_table(table_id, data, ctx, offset)
-        log.info("%s: %s written at %d (%d bytes) with %s", self.port, label(table_id), offset,
-                 count, self.key)
-        return bytes([ResponseCode.OK])
-
-    def _full_write(self, apdu: bytes) -> bytes:
-        self._need(State.SESSION)
-        if len(apdu) < 6:
-            raise ServiceError(ResponseCode.ERR, "full write shorter than its header")
-        return self._write(apdu, int.from_bytes(apdu[1:3], "big"), 0, 5)
-
-    def _partial_write(self, apdu: bytes) -> bytes:
-        self._need(State.SESSION)
-        if len(apdu) < 9:
-            raise ServiceError(ResponseCode.ERR, "partial write shorter than its header")
-        offset = int.from_bytes(apdu[3:6], "big")
-        return self._write(apdu, int.from_bytes(apdu[1:3], "big"), offset, 8)
+        response = handle_table_service(OPTICAL, self.meter, apdu, self.key, self.clock.now(),
+                                        user_id=self.user_id, port=self.port)
+        if apdu[0] in (0x40, 0x4F):
+            log.info("%s: table %d written with %s", self.port,
+                     int.from_bytes(apdu[1:3], "big"), self.key)
+        return response
 
     _SERVICES = {
         0x20: _ident,
         0x21: _terminate,
-        0x30: _full_read,
-        0x3F: _partial_read,
-        0x40: _full_write,
-        0x4F: _partial_write,
+        0x30: _table_service,
+        0x3F: _table_service,
+        0x40: _table_service,
+        0x4F: _table_service,
         0x50: _logon,
         0x51: _security,
         0x52: _logoff,
