@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--optical", default="tcp://127.0.0.1:1218", metavar="URL",
                      help="optical port: tcp://HOST:PORT (0 = any free port), pty, pty:LINK, "
                           "a serial device path, or off (default: tcp://127.0.0.1:1218)")
+    run.add_argument("--mep", default="tcp://127.0.0.1:1219", metavar="URL",
+                     help="MEP port (RC4/OMA-digest security), same URL forms as --optical "
+                          "(default: tcp://127.0.0.1:1219)")
     run.add_argument("--state", metavar="DIR",
                      help="keep meter state in DIR so it survives restarts and kill -9")
     run.add_argument("--ready-file", metavar="PATH",
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         profile = load_profile(args.profile, overrides)
-        options = RunOptions(optical=args.optical, state_dir=args.state,
+        options = RunOptions(optical=args.optical, mep=args.mep, state_dir=args.state,
                              ready_file=args.ready_file)
         asyncio.run(run(profile, options))
     except (ProfileError, PortUrlError, StoreError) as error:

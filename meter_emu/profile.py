@@ -186,6 +186,8 @@ def _validate(origin: str, d: dict) -> None:
            "must be at least 3")
     for key, value in d["registers"].items():
         _check(origin, 0 <= value < 2**31, f"registers.{key}", "must be 0..2^31-1")
+    _check(origin, 0 <= d["mep"]["sequence_number"] < 2**32, "mep.sequence_number",
+           "must be 0..2^32-1")
     optical = d["optical"]
     _check(origin, optical["session_timeout_s"] > 0, "optical.session_timeout_s", "must be > 0")
     _check(origin, 64 <= optical["max_packet_size"] <= 8183, "optical.max_packet_size",
@@ -223,7 +225,8 @@ class Profile:
             raise AttributeError(section) from None
 
     def key(self, name: str) -> bytes:
-        """A 20-byte optical password (MK/PK/RK), as configured under [keys]."""
+        """A key from [keys] as 20 bytes, NUL-padded (optical passwords are 20 bytes; the MEP
+        keys MAK/MBK use the first 16)."""
         return _key_bytes(self.origin, name, self.data["keys"][name])
 
     def with_overrides(self, overrides: list[str]) -> "Profile":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .clock import VirtualClock
 from .device.meter import Meter, start_time
+from .ports.mep import mep_protocol
 from .ports.optical import optical_protocol
 from .ports.transport import open_endpoint
 from .profile import Profile
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunOptions:
     optical: str = "tcp://127.0.0.1:1218"
+    mep: str = "tcp://127.0.0.1:1219"
     state_dir: str | None = None
     ready_file: str | None = None
 
@@ -57,11 +59,19 @@ async def run(profile: Profile, options: RunOptions) -> None:
                 m.dirty = False
 
     endpoints = {}
-    optical = await open_endpoint(
-        options.optical, lambda: optical_protocol(meter, clock), persist, f"{meter.id} optical"
-    )
-    if optical is not None:
-        endpoints["optical"] = optical
+    for name, url, factory in (
+        ("optical", options.optical, optical_protocol),
+        ("mep", options.mep, mep_protocol),
+    ):
+        try:
+            endpoint = await open_endpoint(url, lambda f=factory: f(meter, clock), persist,
+                                           f"{meter.id} {name}")
+        except Exception:
+            for opened in endpoints.values():
+                opened.close()
+            raise
+        if endpoint is not None:
+            endpoints[name] = endpoint
 
     ports = {name: endpoint.url for name, endpoint in endpoints.items()}
     print(f"meter-emu: meter {meter.id} ({profile.origin}) is up", flush=True)

@@ -138,8 +138,8 @@ class EmulatorFactory:
     started: list[Emulator] = field(default_factory=list)
 
     def __call__(self, *args: str, optical: str = "tcp://127.0.0.1:0", state: Path | None = None,
-                 wait: bool = True) -> Emulator:
-        argv = ["--optical", optical, *args]
+                 wait: bool = True, mep: str = "tcp://127.0.0.1:0") -> Emulator:
+        argv = ["--optical", optical, "--mep", mep, *args]
         if state is not None:
             argv += ["--state", str(state)]
         workdir = Path(tempfile.mkdtemp(prefix="emu-", dir=self.tmp_path))

@@ -122,7 +122,7 @@ def test_corrupted_state_file_is_refused(tmp_path, content):
     state.mkdir()
     path = state / "meters.json"
     path.write_bytes(content)
-    done = e2e.run_meter_emu("run", "--optical", "tcp://127.0.0.1:0", "--state", str(state),
+    done = e2e.run_meter_emu("run", "--optical", "tcp://127.0.0.1:0", "--mep", "off", "--state", str(state),
                              "--ready-file", str(tmp_path / "ready.json"))
     assert "Traceback" not in done.stderr, (
         f"meter-emu crashed on a corrupted state file instead of refusing it:\n{done.stderr}")
@@ -139,7 +139,7 @@ def test_corrupted_state_file_is_refused(tmp_path, content):
     (["--set", "meter.colour=red"], "meter.colour"),
 ], ids=["model-too-long", "missing-profile-file", "unknown-key"])
 def test_bad_profile_is_refused(tmp_path, args, names):
-    done = e2e.run_meter_emu("run", "--optical", "tcp://127.0.0.1:0",
+    done = e2e.run_meter_emu("run", "--optical", "tcp://127.0.0.1:0", "--mep", "off",
                              "--ready-file", str(tmp_path / "ready.json"), *args)
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr, done.stderr

@@ -74,7 +74,7 @@ def test_optical_port_on_a_serial_device(tmp_path):
     device = os.ttyname(slave)
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meter_emu", "run", "--optical", device, "--ready-file",
+        [sys.executable, "-m", "meter_emu", "run", "--optical", device, "--mep", "off", "--ready-file",
          str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -95,7 +95,8 @@ def test_pty_with_a_symlink(tmp_path):
     link = tmp_path / "meter-optical"
     ready = tmp_path / "ready.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "meter_emu", "run", "--optical", f"pty:{link}", "--ready-file",
+        [sys.executable, "-m", "meter_emu", "run", "--optical", f"pty:{link}", "--mep", "off",
+         "--ready-file",
          str(ready)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

@@ -41,6 +41,7 @@ REGISTER_NAMES = (
     "export_reactive_varh",
     "power_outage_seconds",
     "power_outage_count",
+    "error_counter",
 )
 
 
@@ -59,6 +60,7 @@ class MeterState:
     procedure_request: bytes = b""
     procedure_response: bytes = b""
     last_psn: int | None = None
+    mep_sequence: int | None = None  # next MEP sequence number expected (None: the profile's)
 
     def to_doc(self) -> dict:
         return {
@@ -73,6 +75,7 @@ class MeterState:
             "procedure_request": self.procedure_request.hex(),
             "procedure_response": self.procedure_response.hex(),
             "last_psn": self.last_psn,
+            "mep_sequence": self.mep_sequence,
         }
 
     @classmethod
@@ -89,6 +92,7 @@ class MeterState:
             procedure_request=bytes.fromhex(doc["procedure_request"]),
             procedure_response=bytes.fromhex(doc["procedure_response"]),
             last_psn=doc["last_psn"],
+            mep_sequence=doc.get("mep_sequence"),
         )
 
 
@@ -98,7 +102,9 @@ class Meter:
         self.id: str = profile.meter.id
         self.dims = profile.dimensions
         if state is None:
-            state = MeterState(registers={n: getattr(profile.registers, n) for n in REGISTER_NAMES})
+            state = MeterState()
+        for name in REGISTER_NAMES:  # registers added since the state was saved start at the profile
+            state.registers.setdefault(name, getattr(profile.registers, name))
         self.state = state
         self.dirty = False
         self._drop_mismatched_tables()
@@ -127,6 +133,17 @@ class Meter:
         self.log_event(3, 0, now, user_id)  # stamped with the old time, as meters do
         target = new_utc.replace(tzinfo=dt.timezone.utc).timestamp()
         self.state.clock_offset = target - now
+        self.dirty = True
+
+    @property
+    def mep_sequence(self) -> int:
+        """The MEP sequence number the meter expects next."""
+        if self.state.mep_sequence is None:
+            return self.profile.mep.sequence_number
+        return self.state.mep_sequence
+
+    def set_mep_sequence(self, value: int) -> None:
+        self.state.mep_sequence = value
         self.dirty = True
 
     def system_info(self):

@@ -389,7 +389,7 @@ def _register_values(meter) -> list[int]:
     fwd, rev = r["fwd_active_wh"], r["rev_active_wh"]
     values = [fwd, rev, r["import_reactive_varh"], r["export_reactive_varh"],
               r["power_outage_seconds"], r["power_outage_count"], fwd + rev, max(0, fwd - rev),
-              0, 0, 0, 0, 0, 0, 0]
+              0, 0, r["error_counter"], 0, 0, 0, 0]
     return values[: meter.dims.summations]
 
 
