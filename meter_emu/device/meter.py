@@ -18,6 +18,7 @@ answer leaves (see store.py).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import logging
@@ -231,8 +232,7 @@ class Meter:
         except (ConstructError, ValueError) as exc:
             raise ServiceError(ResponseCode.ERR, f"{table.label}: invalid data: {exc}") from None
         if table.apply is not None:
-            kept = table.apply(self, values, WriteContext(ctx.key, ctx.now, ctx.user_id, ctx.port,
-                                                          written=data, offset=offset))
+            kept = table.apply(self, values, dataclasses.replace(ctx, written=data, offset=offset))
             if kept is not None:  # the table kept some fields the client may not change
                 new = layout.build(kept)
         if table.stored:
