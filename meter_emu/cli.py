@@ -2,7 +2,8 @@
 
     meter-emu run [--profile NAME|PATH] [--set section.key=value ...] [--optical URL]
                   [--state DIR] [--ready-file PATH] [--clock-rate R] [--start-time ISO]
-    meter-emu tables [--json]
+    meter-emu tables [--json] [--markdown]
+    meter-emu tables show TABLE [--json] [--profile NAME|PATH] [--set ...] [--state DIR]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def catalog_listing() -> dict:
             "write": _access(table.write),
             "size": len(meter.table_bytes(number, now)),
             "stored": table.stored,
+            "pending": table.pending,
             "provenance": table.provenance.kind,
             "source": table.provenance.source,
         })
@@ -109,14 +111,122 @@ def _parser() -> argparse.ArgumentParser:
 
     tables = sub.add_parser("tables", help="list the table, procedure and event catalog")
     tables.add_argument("--json", action="store_true", help="machine-readable output")
+    tables.add_argument("--markdown", action="store_true",
+                        help="the table list as Markdown (this is how docs/tables.md is made)")
+    tables_sub = tables.add_subparsers(dest="tables_command")
+    show = tables_sub.add_parser(
+        "show", help="one table's layout and its decoded values",
+        description="Print a table's layout (offsets, sizes, types) and its values as a meter "
+                    "built from the profile (and the state directory, if given) holds them now. "
+                    "Point --state at a running emulator's state directory to see its tables.")
+    show.add_argument("table", help="BT54, ET04, a wire ID such as 2052, or a pending ID (4150)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument("--profile", default="default", help="profile name or .toml path")
+    show.add_argument("--set", dest="overrides", action="append", default=[],
+                      metavar="SECTION.KEY=VALUE", help="override one profile value (repeatable)")
+    show.add_argument("--state", metavar="DIR", help="a state directory (meter-emu run --state)")
     return parser
+
+
+def parse_table_name(text: str) -> int:
+    """'BT54' -> 54, 'ET04' -> 2052, '4150' -> 4150; ValueError with a message otherwise."""
+    name = text.strip().upper()
+    try:
+        if name[:2] in ("BT", "ET") and name[2:].isdigit():
+            return int(name[2:]) + (2048 if name[:2] == "ET" else 0)
+        return int(name, 0)
+    except ValueError:
+        pass
+    raise ValueError(f"{text!r} is not a table: use BT54, ET04 or a wire ID such as 2052")
+
+
+def show_table(args) -> int:
+    import time
+
+    from .device import pending
+    from .device.meter import Meter, start_time
+    from .store import StateStore
+    from .tables.catalog import PENDING_BASE, label
+    from .tables.describe import layout_text, plain, describe
+
+    try:
+        table_id = parse_table_name(args.table)
+        number = table_id % PENDING_BASE
+        if number not in CATALOG:
+            raise ValueError(f"{label(table_id)} is not one of this meter's tables "
+                             "(meter-emu tables lists them)")
+        if table_id >= PENDING_BASE and not CATALOG[number].pending:
+            raise ValueError(f"{label(number)} has no pending table")
+        profile = load_profile(args.profile, args.overrides)
+        state = StateStore(args.state).load(profile.meter.id) if args.state else None
+    except (ValueError, ProfileError, StoreError) as error:
+        print(f"meter-emu: {error}", file=sys.stderr)
+        return 2
+    meter = Meter(profile, state)
+    now = start_time(profile) or time.time()
+    table = CATALOG[number]
+    layout = table.layout_for(meter)
+    if table_id >= PENDING_BASE:
+        image = pending.read(meter, table_id, now)
+        ped, values = image[:pending.PED_SIZE].hex(), plain(layout.parse(image[pending.PED_SIZE:]))
+    else:
+        ped, values = None, plain(layout.parse(meter.table_bytes(number, now)))
+    info = {"label": label(table_id), "id": table_id, "name": table.name,
+            "read": "OPEN" if OPEN in table.read else _access(table.read),
+            "write": _access(table.write), "size": layout.sizeof(), "stored": table.stored,
+            "pending": table.pending, "provenance": str(table.provenance)}
+    if args.json:
+        rows = [vars(row) for row in describe(layout)]
+        json.dump({"table": info, "layout": rows, "ped": ped, "values": values}, sys.stdout,
+                  indent=2)
+        print()
+        return 0
+    print(f"{info['label']} (wire ID {table_id}) {table.name}: {info['size']} bytes, "
+          f"{'stored' if table.stored else 'live'}{', pendable' if table.pending else ''}")
+    print(f"read {info['read']}; write {info['write']}")
+    print(info["provenance"])
+    print()
+    print(layout_text(layout))
+    print()
+    if ped is not None:
+        print(f"PED {ped}")
+    print(json.dumps(values, indent=2))
+    return 0
+
+
+def markdown_listing(listing: dict) -> str:
+    """docs/tables.md: generated from the catalog, so it cannot drift from the code."""
+    lines = [
+        "# Tables",
+        "",
+        "Generated by `meter-emu tables --markdown > docs/tables.md` from the catalog; sizes are "
+        "those of the default profile. Access lists the keys: optical MK/PK/RK, MEP MAK/MBK, "
+        "PLC = the head-end's OMA key. Provenance: `documented` (OSGP Alliance guides: OPG = "
+        "Optical Port Programmer's Guide 2021, MEP = MEP Client Developer's Guide 2022, printed "
+        "pages), `c12.19` (ANSI standard layout), `designed` (no public layout; ours).",
+        "",
+        "| table | wire ID | name | read | write | size | pending | provenance |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in listing["tables"]:
+        source = t["source"].replace("|", "/")
+        lines.append(f"| {t['label']} | {t['id']} | {t['name']} | {t['read']} | {t['write']} | "
+                     f"{t['size']} | {'yes' if t['pending'] else ''} | "
+                     f"{t['provenance']}: {source} |")
+    basic = sum(1 for t in listing["tables"] if t["id"] < 2048)
+    lines += ["", f"{basic} basic and {len(listing['tables']) - basic} extended tables.", ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "tables":
+        if args.tables_command == "show":
+            return show_table(args)
         listing = catalog_listing()
-        if args.json:
+        if args.markdown:
+            print(markdown_listing(listing), end="")
+        elif args.json:
             json.dump(listing, sys.stdout, indent=2)
             print()
         else:

@@ -147,6 +147,32 @@ def LTimeDate() -> _TimeDate:
     return _TimeDate(6, "LTIME_DATE")
 
 
+def STimeDate() -> _TimeDate:
+    """STIME_DATE: YY MM DD hh mm (no seconds)."""
+    return _TimeDate(5, "STIME_DATE")
+
+
+def Date() -> _TimeDate:
+    """DATE (C12.19 ANSI date): YY MM DD. Python side: naive datetime at midnight, or None."""
+    return _TimeDate(3, "DATE")
+
+
+class Time(Adapter):
+    """TIME: hh mm ss as three UINT8. Python side: datetime.time."""
+
+    def __init__(self):
+        super().__init__(Bytes(3))
+
+    def _decode(self, obj, context, path):
+        try:
+            return dt.time(*obj)
+        except ValueError as exc:
+            raise ValidationError(f"invalid TIME {obj.hex()}: {exc}") from None
+
+    def _encode(self, obj, context, path):
+        return bytes([obj.hour, obj.minute, obj.second])
+
+
 class PackedVersion(Adapter):
     """Firmware/hardware version x.yy.zz packed in a UINT16 sent MSB first (BT01.12-15, OPG p.19):
     bits 15..12 major, 11..5 minor, 4..0 build; 3.10.21 = 0x3155. Python side: "x.yy.zz"."""
@@ -173,3 +199,20 @@ def parse_version(text: str) -> tuple[int, int, int]:
     return major, minor, build
 
 
+
+
+#: The list flags every OSGP log and list table starts with (OPG p.28, MEP p.107-110).
+LIST_FLAGS = Bits(1, order=0, overflow=1, list_type=2, inhibit_overflow=3)
+
+
+def list_header() -> list:
+    """The 6-byte header of the small logs (BT26, ET31, ET32, ET38, ET41, ET45, ET75, ET81):
+    flags, valid entries, last entry element, last entry sequence number (UINT16), unread
+    entries. ET36 reads ``entries`` and ``unread_entries`` by these names."""
+    return [
+        "flags" / LIST_FLAGS,
+        "valid_entries" / Int8ul,
+        "last_entry_element" / Int8ul,
+        "last_entry_sequence_number" / Int16ul,
+        "unread_entries" / Int8ul,
+    ]

@@ -39,4 +39,10 @@ _ECH = "Echelon ANSI meter v3.1 user's guide pp.32-43 (same NES firmware family)
 
 TIME_CHANGED = declare(3, "Time Changed", "0 = absolute time written, else the change (s)",
                        documented(_ECH))
+PENDING_ACTIVATED = declare(
+    28, "Pending Table Activation", "the pending table's ID (4096 + table ID; 4150 = BT54)",
+    documented(_ECH + "; argument from the Echelon TOU changeover example"),
+)
+PENDING_CLEARED = declare(29, "Pending Table Clear", "the pending table's ID (4096 + table ID)",
+                          documented(_ECH))
 INVALID_PASSWORD = declare(72, "Invalid Password", "0", documented(_ECH))

@@ -184,6 +184,16 @@ def _validate(origin: str, d: dict) -> None:
            "must be 12..84")
     _check(origin, 3 <= dims["procedure_response_max"], "dimensions.procedure_response_max",
            "must be at least 3")
+    lp = d["load_profile"]
+    _check(origin, 1 <= lp["data_sets"] <= 4, "load_profile.data_sets", "must be 1..4")
+    _check(origin, 1 <= lp["channels"] <= 16, "load_profile.channels", "must be 1..16")
+    _check(origin, lp["interval_minutes"] == 1440 or (1 <= lp["interval_minutes"] <= 60
+           and 60 % lp["interval_minutes"] == 0), "load_profile.interval_minutes",
+           "must divide 60 (1..60) or be 1440")
+    _check(origin, 1 <= lp["blocks"] <= 400, "load_profile.blocks", "must be 1..400")
+    _check(origin, len(lp["sources"]) == lp["channels"]
+           and all(isinstance(s, int) and 0 <= s <= 255 for s in lp["sources"]),
+           "load_profile.sources", "must list one source ID (0..255) per channel")
     for key, value in d["registers"].items():
         _check(origin, 0 <= value < 2**31, f"registers.{key}", "must be 0..2^31-1")
     _check(origin, 0 <= d["mep"]["sequence_number"] < 2**32, "mep.sequence_number",

@@ -29,7 +29,8 @@ from construct import ConstructError
 from ..events import EVENTS, USER_NONE
 from ..profile import Profile, parse_time
 from ..tables import CATALOG
-from ..tables.catalog import WriteContext, et, label
+from ..tables.catalog import PENDING_BASE, WriteContext, et, label
+from . import pending
 from .access import Key, allows
 from .errors import ResponseCode, ServiceError
 
@@ -62,6 +63,8 @@ class MeterState:
     procedure_response: bytes = b""
     last_psn: int | None = None
     mep_sequence: int | None = None  # next MEP sequence number expected (None: the profile's)
+    pending: list[dict] = field(default_factory=list)  # pending-table slots (device/pending.py)
+    last_activation: float | None = None  # meter UTC second of the last pending activation
 
     def to_doc(self) -> dict:
         return {
@@ -77,6 +80,8 @@ class MeterState:
             "procedure_response": self.procedure_response.hex(),
             "last_psn": self.last_psn,
             "mep_sequence": self.mep_sequence,
+            "pending": pending.to_doc(self.pending),
+            "last_activation": self.last_activation,
         }
 
     @classmethod
@@ -94,6 +99,8 @@ class MeterState:
             procedure_response=bytes.fromhex(doc["procedure_response"]),
             last_psn=doc["last_psn"],
             mep_sequence=doc.get("mep_sequence"),
+            pending=pending.from_doc(doc.get("pending", [])),
+            last_activation=doc.get("last_activation"),
         )
 
 
@@ -126,8 +133,17 @@ class Meter:
         moment = dt.datetime.fromtimestamp(int(now + self.state.clock_offset), dt.timezone.utc)
         return moment.replace(tzinfo=None)
 
+    def utc_seconds(self, now: float) -> float:
+        """The meter's UTC clock as epoch seconds (virtual time plus the meter's offset)."""
+        return now + self.state.clock_offset
+
     def local(self, now: float) -> dt.datetime:
-        return self.utc(now) + dt.timedelta(minutes=self.profile.clock.utc_offset_minutes)
+        """The TOU clock (BT55): UTC plus BT53's time zone offset, so a client's BT53 write moves
+        it (the profile's offset is only BT53's default). Daylight saving time (BT53's
+        adjustment, switched by BT54's DST dates) is the TOU engine's work, a later issue."""
+        from ..tables.time_tou import time_zone_offset_minutes
+
+        return self.utc(now) + dt.timedelta(minutes=time_zone_offset_minutes(self, now))
 
     def set_utc(self, now: float, new_utc: dt.datetime, user_id: int = USER_NONE) -> None:
         """Set the meter clock (BP10) and log 'time changed' with the old time's entry."""
@@ -187,6 +203,17 @@ class Meter:
         log.info("meter %s: event %d %s (argument %d)", self.id, event, EVENTS[event].name,
                  argument)
 
+    # ---- timed actions ------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """The virtual instant of the meter's next timed action (the runner sleeps until it)."""
+        due = pending.next_due(self)
+        return None if due is None else due - self.state.clock_offset
+
+    def advance(self, now: float) -> None:
+        """Carry out every timed action due by ``now``, each at its own instant. Called before
+        each service, so no client ever sees a state that should already have changed."""
+        pending.activate_due(self, now)
+
     # ---- table services -----------------------------------------------------------------
     def _table(self, table_id: int):
         table = CATALOG.get(table_id)
@@ -200,10 +227,27 @@ class Meter:
         if table.stored and table_id in self.state.tables:
             return self.state.tables[table_id]
         values = table.defaults(self) if table.stored else table.render(self, now)
-        return table.layout_for(self).build(values)
+        layout = table.layout_for(self)
+        if isinstance(values, (bytes, bytearray)):  # a large table rendered straight to bytes
+            if len(values) != layout.sizeof():
+                raise AssertionError(f"{table.label} rendered {len(values)} bytes, "
+                                     f"its layout says {layout.sizeof()}")
+            return bytes(values)
+        return layout.build(values)
 
     def read_table(self, table_id: int, key: Key | None, now: float,
                    offset: int = 0, count: int | None = None) -> bytes:
+        """A full or partial read; for a pending table the PED comes first and counts in
+        ``count`` while ``offset`` stays an offset into the table (OPG p.9)."""
+        self.advance(now)
+        if table_id >= PENDING_BASE:
+            table = pending.pendable(table_id)
+            if not allows(table.read, key):
+                raise ServiceError(ResponseCode.ISC, f"{label(table_id)} is not readable with {key}")
+            image = pending.read(self, table_id, now)
+            ped, body = image[:pending.PED_SIZE], image[pending.PED_SIZE:]
+            image = ped + body[offset:]
+            return image if count is None else image[:count].ljust(count, b"\0")
         table = self._table(table_id)
         if not allows(table.read, key):
             raise ServiceError(ResponseCode.ISC, f"{table.label} is not readable with {key}")
@@ -213,11 +257,15 @@ class Meter:
         return image[offset:offset + count].ljust(count, b"\0")
 
     def write_table(self, table_id: int, data: bytes, ctx: WriteContext, offset: int = 0) -> None:
-        table = self._table(table_id)
+        self.advance(ctx.now)
+        table = pending.pendable(table_id) if table_id >= PENDING_BASE else self._table(table_id)
         if not table.writable:
             raise ServiceError(ResponseCode.IAR, f"{table.label} is read-only")
         if ctx.key not in table.write:
-            raise ServiceError(ResponseCode.ISC, f"{table.label} is not writable with {ctx.key}")
+            raise ServiceError(ResponseCode.ISC, f"{label(table_id)} is not writable with {ctx.key}")
+        if table_id >= PENDING_BASE:
+            pending.write(self, table_id, data, ctx, offset)
+            return
         old = self.table_bytes(table_id, ctx.now)
         if offset >= len(old):
             raise ServiceError(
@@ -225,6 +273,11 @@ class Meter:
             )
         data = data[: len(old) - offset]
         new = old[:offset] + data + old[offset + len(data):]
+        self.store_table(table, new, dataclasses.replace(ctx, written=data, offset=offset))
+
+    def store_table(self, table, new: bytes, ctx: WriteContext) -> None:
+        """Make ``new`` the table's image: it must parse with the layout and pass the table's own
+        checks (``apply``), or nothing changes. Client writes and pending activations end here."""
         layout = table.layout_for(self)
         try:
             values = layout.parse(new)
@@ -232,11 +285,11 @@ class Meter:
         except (ConstructError, ValueError) as exc:
             raise ServiceError(ResponseCode.ERR, f"{table.label}: invalid data: {exc}") from None
         if table.apply is not None:
-            kept = table.apply(self, values, dataclasses.replace(ctx, written=data, offset=offset))
+            kept = table.apply(self, values, ctx)
             if kept is not None:  # the table kept some fields the client may not change
                 new = layout.build(kept)
         if table.stored:
-            self.state.tables[table_id] = new
+            self.state.tables[table.number] = new
         self.dirty = True
 
 

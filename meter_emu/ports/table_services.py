@@ -83,5 +83,7 @@ def handle_table_service(dialect: Dialect, meter, apdu: bytes, key, now: float, 
 
 
 def _read_response(dialect: Dialect, data: bytes) -> bytes:
+    if len(data) > 0xFFFF:  # the count field cannot say it: read such a table in parts
+        raise ServiceError(ResponseCode.RNO, f"{len(data)} bytes do not fit one read response")
     tail = bytes([checksum(data)]) if dialect.checksum else b""
     return bytes([ResponseCode.OK]) + len(data).to_bytes(2, "big") + data + tail

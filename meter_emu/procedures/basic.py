@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from construct import Struct
+from construct import Bytes, Struct
 
 from ..device.access import Key
-from ..provenance import c1219
+from ..provenance import c1219, documented
 from ..datatypes import Bits, LTimeDate
 from .catalog import ProcedureFailed, Result, ResultCode, bp, declare
 
@@ -54,3 +54,44 @@ declare(
         "(Echelon user's guide p.46) but give no layout"
     ),
 )
+
+
+# ---------------------------------------------------------------------------------------
+# BP12-BP15 pending tables (OPG p.10-12; device/pending.py)
+
+_PED = Struct("ped" / Bytes(6))  # the Pending Event Description, as in BT04 (OPG p.10)
+_PENDING_KEYS = {Key.MK, Key.PK, Key.PLC}
+
+
+def _activate(meter, p, ctx) -> Result:
+    """BP12 (all) / BP13 (those whose PED matches): activate now, whatever their PED says."""
+    from ..device import pending  # here: device.pending needs the table catalog, which needs us
+    slots = pending.matching(meter, p.get("ped"))
+    if not slots and "ped" in p:
+        raise ProcedureFailed(ResultCode.NOT_COMPLETED, "no pending table matches the PED")
+    for slot in slots:
+        pending.activate(meter, slot, meter.utc_seconds(ctx.now), ctx.user_id)
+    return Result(ResultCode.COMPLETED)
+
+
+def _clear(meter, p, ctx) -> Result:
+    """BP14 (all) / BP15 (those whose PED matches): drop the pending state, keep the data."""
+    from ..device import pending
+    slots = pending.matching(meter, p.get("ped"))
+    if not slots and "ped" in p:
+        raise ProcedureFailed(ResultCode.NOT_COMPLETED, "no pending table matches the PED")
+    for slot in slots:
+        pending.clear(meter, slot, ctx.now, ctx.user_id)
+    return Result(ResultCode.COMPLETED)
+
+
+_C1219_PENDING = ("ANSI C12.19 standard procedure; the OPG documents the PED parameter and result "
+                  "1 'no pending table matched' (p.12)")
+declare(bp(12), "Activate All Pending Tables", execute=_PENDING_KEYS, params=Struct(),
+        run=_activate, provenance=c1219("ANSI C12.19 standard procedure, no parameters"))
+declare(bp(13), "Activate Specific Pending Tables", execute=_PENDING_KEYS, params=_PED,
+        run=_activate, provenance=c1219(_C1219_PENDING))
+declare(bp(14), "Clear All Pending Tables", execute=_PENDING_KEYS, params=Struct(),
+        run=_clear, provenance=c1219("ANSI C12.19 standard procedure, no parameters"))
+declare(bp(15), "Clear Specific Pending Tables", execute=_PENDING_KEYS, params=_PED,
+        run=_clear, provenance=documented("OPG p.11-12 (request = PED; result 1 if none matched)"))

@@ -1,7 +1,19 @@
-"""OSGP tables: the catalog (catalog.py) and the declarations (basic.py for BT n, extended.py
-for ET n); their data types are in meter_emu/datatypes.py. Importing this registers them all."""
+"""OSGP tables: the catalog (catalog.py) and the declarations, one module per subsystem; their
+data types are in meter_emu/datatypes.py. Importing this package registers them all."""
 
-from . import basic, extended  # noqa: F401  (registers the declarations)
+from . import (  # noqa: F401  (importing registers the declarations)
+    basic,
+    display,
+    extended,
+    load_profile,
+    logs,
+    mep_client,
+    mep_devices,
+    network,
+    registers,
+    system,
+    time_tou,
+)
 from .catalog import CATALOG, PENDING_BASE, Table, WriteContext, bt, et, label
 
 __all__ = ["CATALOG", "PENDING_BASE", "Table", "WriteContext", "bt", "et", "label"]

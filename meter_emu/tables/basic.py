@@ -26,6 +26,7 @@ from ..datatypes import (
     Chars,
     LTimeDate,
     PackedVersion,
+    STimeDate,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ declare(
     layout=_bt00_layout,
     render=_bt00_render,
     provenance=documented(
-        "OPG p.48-49, MEP p.194-196 (offsets 0-18); the used/write bitmaps from offset 19 follow "
+        "OPG p.48-49, MEP p.196-198 (offsets 0-18); the used/write bitmaps from offset 19 follow "
         "ANSI C12.19 GEN_CONFIG_TBL and are derived from this catalog"
     ),
 )
@@ -143,7 +144,7 @@ declare(
     read=OPEN,
     layout=_bt01_layout,
     render=_bt01_render,
-    provenance=documented("OPG p.19, MEP p.196; serial is BCD(8) or CHAR(16) per BT00.1 ID format"),
+    provenance=documented("OPG p.19, MEP p.198; serial is BCD(8) or CHAR(16) per BT00.1 ID format"),
 )
 
 # ---------------------------------------------------------------------------------------
@@ -179,6 +180,56 @@ declare(
     layout=_bt03_layout,
     render=_bt03_render,
     provenance=documented("OPG p.45-47 (manufacturer alarms sized by BT00.17)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT04 Pending Status
+
+
+def _bt04_layout(meter):
+    d = meter.dims
+    return Struct(
+        "basic_pending" / BitSet(d.basic_tables_bytes),
+        "extended_pending" / BitSet(d.extended_tables_bytes),
+        "last_activation_time" / STimeDate(),
+        "pending_activations" / UINT8,
+        "activations" / Array(d.pending_tables, Struct(
+            "event" / Bits(1, event_code=(0, 4), self_read=4, demand_reset=5),
+            "event_storage" / Bytes(5),
+            "table" / Bits(2, table_id=(0, 12), still_pending=12),
+        )),
+    )
+
+
+def _bt04_render(meter, now):
+    import datetime as dt
+
+    slots = meter.state.pending
+    waiting = [s["table"] for s in slots if s["still"]]
+    records = [dict(event=dict(event_code=s["ped"][0] & 0x0F, self_read=s["ped"][0] >> 4 & 1,
+                               demand_reset=s["ped"][0] >> 5 & 1),
+                    event_storage=s["ped"][1:], table=dict(table_id=s["table"],
+                                                           still_pending=int(s["still"])))
+               for s in slots]
+    empty = dict(event=dict(), event_storage=bytes(5), table=dict())
+    records += [empty] * (meter.dims.pending_tables - len(records))
+    last = meter.state.last_activation
+    return dict(
+        basic_pending=frozenset(n for n in waiting if n < EXTENDED_BASE),
+        extended_pending=frozenset(n - EXTENDED_BASE for n in waiting if n >= EXTENDED_BASE),
+        last_activation_time=None if last is None else dt.datetime.fromtimestamp(
+            last, dt.timezone.utc).replace(tzinfo=None, second=0),
+        pending_activations=len(slots),
+        activations=records,
+    )
+
+
+declare(
+    bt(4), "Pending Status",
+    read={Key.MK, Key.PK, Key.PLC},
+    layout=_bt04_layout,
+    render=_bt04_render,
+    provenance=documented("OPG p.10-11 (one 8-byte activation record per BT00.18 slot)"),
 )
 
 # ---------------------------------------------------------------------------------------
@@ -321,7 +372,7 @@ declare(
 # BT20-BT23, BT28: registers. Demands are not configured (BT21.4 = 0, BT21.8 = 0), the way
 # optical readers in the field expect (reference/osgp-app-layer.md section 14).
 
-#: BT22 summation sources in BT23 order (MEP p.203-206): Fwd, Rev, Import, Export varh, power
+#: BT22 summation sources in BT23 order (MEP p.205-208): Fwd, Rev, Import, Export varh, power
 #: off seconds, outage count, Fwd+Rev, Fwd-Rev, pulse inputs 1/2, error counter, Q1..Q4 varh.
 SUMMATION_SOURCES = (0, 1, 2, 3, 4, 5, 6, 7, 26, 27, 28, 108, 109, 110, 111)
 _REGISTER_FLAGS = dict(season_info=0, date_time=1, demand_reset_counter=2,
@@ -379,16 +430,18 @@ declare(
     render=lambda meter, now: dict(
         summation_sources=list(SUMMATION_SOURCES[: meter.dims.summations])
     ),
-    provenance=documented("OPG p.23, MEP p.202-206 (no demands: only the summation sources)"),
+    provenance=documented("OPG p.23, MEP p.204-208 (no demands: only the summation sources)"),
 )
 
 
 def _register_values(meter) -> list[int]:
-    """BT23 summations in BT22 order, from the meter's registers."""
+    """BT23 summations in BT22 order, from the meter's registers (a sum wraps like the INT32
+    register it is)."""
     r = meter.state.registers
     fwd, rev = r["fwd_active_wh"], r["rev_active_wh"]
     values = [fwd, rev, r["import_reactive_varh"], r["export_reactive_varh"],
-              r["power_outage_seconds"], r["power_outage_count"], fwd + rev, max(0, fwd - rev),
+              r["power_outage_seconds"], r["power_outage_count"], (fwd + rev) % 2**31,
+              max(0, fwd - rev),
               0, 0, r["error_counter"], 0, 0, 0, 0]
     return values[: meter.dims.summations]
 
@@ -411,10 +464,11 @@ def _bt23_render(meter, now):
 def _bt23_apply(meter, values, ctx):
     names = ("fwd_active_wh", "rev_active_wh", "import_reactive_varh", "export_reactive_varh",
              "power_outage_seconds", "power_outage_count")
-    for name, value in zip(names, values.totals):
+    written = dict(zip(names, values.totals))
+    for name, value in written.items():
         if value < 0:
             raise ServiceError(ResponseCode.ERR, f"BT23 {name} cannot be negative")
-        meter.state.registers[name] = value
+    meter.state.registers.update(written)  # all or nothing
 
 
 declare(
@@ -425,7 +479,7 @@ declare(
     render=_bt23_render,
     apply=_bt23_apply,
     provenance=documented(
-        "OPG p.24-27, MEP p.205-209 (no demand reset counter, no demands; all energy in tier 1 "
+        "OPG p.24-27, MEP p.207-211 (no demand reset counter, no demands; all energy in tier 1 "
         "until the metering engine drives tiers)"
     ),
 )
@@ -471,7 +525,7 @@ declare(
     render=lambda meter, now: dict(
         time=meter.utc(now), flags=dict(day_of_week=_day_of_week(meter.utc(now)), gmt=1)
     ),
-    provenance=documented("MEP p.222 (LTIME_DATE in UTC, then the time qualifier)"),
+    provenance=documented("MEP p.224 (LTIME_DATE in UTC, then the time qualifier)"),
 )
 
 declare(
@@ -488,7 +542,7 @@ declare(
         flags=dict(day_of_week=_day_of_week(meter.local(now)), tz_applied=1, dst_applied=1),
         status=dict(current_tier=0),
     ),
-    provenance=documented("MEP p.228-229 (tier and season stay 0 until the TOU engine runs)"),
+    provenance=documented("MEP p.230-231 (tier and season stay 0 until the TOU engine runs)"),
 )
 
 # ---------------------------------------------------------------------------------------

@@ -6,9 +6,12 @@ its construct layout (a fixed ``Construct`` or a function of the meter, for tabl
 BT00/BT21/BT71/...), provenance, and behaviour:
 
 * ``render(meter, now) -> dict`` for tables produced from the meter's live state (lazily, on read);
+  large tables (load profile data, logs) may return the built ``bytes`` instead, skipping
+  construct on the hot path (the layout still decodes them);
 * ``defaults(meter) -> dict`` for *stored* configuration tables, whose bytes the meter keeps once
   written (until then they are built from the profile, so an idle meter costs nothing);
-* ``apply(meter, values, ctx)`` for what a write changes; it may raise ``ServiceError``.
+* ``apply(meter, values, ctx)`` for what a write changes; it may raise ``ServiceError``;
+* ``pending=True`` for tables a client may also write as a pending table (ID + 4096, OPG p.8-12).
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Table:
     render: Callable[[Any, float], dict] | None = None
     defaults: Callable[[Any], dict] | None = None
     apply: Callable[[Any, Any, WriteContext], None] | None = None
+    pending: bool = False
 
     def __post_init__(self):
         if (self.render is None) == (self.defaults is None):
@@ -107,6 +111,7 @@ def declare(
     render=None,
     defaults=None,
     apply=None,
+    pending: bool = False,
 ) -> Table:
     """Register one table. Declaring the same number twice is a programming error."""
     if number in CATALOG:
@@ -121,6 +126,9 @@ def declare(
         render=render,
         defaults=defaults,
         apply=apply,
+        pending=pending,
     )
+    if pending and not table.writable:
+        raise ValueError(f"{table.label}: only a writable table can be pending")
     CATALOG[number] = table
     return table

@@ -6,13 +6,13 @@ OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client De
 
 from __future__ import annotations
 
-from construct import Bytes, Int16sl, Struct
+from construct import Array, Bytes, Int16sl, Struct
 
 from ..crc import crc16
 from ..device.access import OPEN, Key
 from ..provenance import documented
-from .catalog import declare, et
-from ..datatypes import UINT8, UINT16, UINT32, Bits, Chars, LTimeDate
+from .catalog import CATALOG, declare, et
+from ..datatypes import UINT8, UINT16, UINT32, BitSet, Bits, Chars, LTimeDate
 
 # ---------------------------------------------------------------------------------------
 # ET03 Utility Information
@@ -123,7 +123,8 @@ _METER_CONTROLLED = (
     "sequence_number", "transceiver_id", "program_id", "self_identification", "neuron_state",
     "phase_rotation", "broadcast_receipt", "plc_signal_quality", "mep_sequence_number",
     "meter_form", "idt_version", "security_mode", "fcm_message_count", "mep_sequence_numbers",
-    "unused_54", "nvm_size", "maximum_key_usage_count", "reverse_energy_current_threshold",
+    "max_power_outages", "unused_54", "max_te_registers", "nvm_size", "maximum_key_usage_count",
+    "reverse_energy_current_threshold",
 )
 
 
@@ -206,4 +207,227 @@ declare(
     defaults=_et04_defaults,
     apply=_et04_apply,
     provenance=documented("MEP p.54-66 (140 bytes, firmware 4.x offsets up to 138)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# ET36 Manufacturer Table Actual Dimensions
+
+#: The adjustable logs ET36 describes, in the guide's order, with their maximum entries
+#: (MEP p.108-109; the order is the one ET42's Log List follows, MEP p.114-115).
+ADJUSTABLE_LOGS = ((31, 255), (32, 255), (38, 255), (41, 255), (45, 253), (75, 253), (81, 253))
+
+_ET36_RECORD = Struct(
+    "table" / Bits(2, number=(0, 11), extended=11, procedure=12),
+    "entry_size" / UINT16,
+    "max_entries" / UINT16,
+    "current_entries" / UINT16,
+    "flags" / Bits(1, length_included=0),
+    "spare" / Bytes(8),
+)
+_ET36 = Struct(
+    "count" / UINT8,
+    "logs" / Array(len(ADJUSTABLE_LOGS), _ET36_RECORD),
+    "unread_entries" / BitSet((len(ADJUSTABLE_LOGS) - 1) // 8 + 1),
+)
+
+
+def adjustable_log(meter, number: int, now: float) -> dict:
+    """Entry size, current entries and unread entries of one adjustable log, read from the log
+    table itself (its ``entries`` array and header), so ET36 and the logs cannot disagree."""
+    table = CATALOG[et(number)]
+    layout = table.layout_for(meter)
+    entries = next(sub.subcon for sub in layout.subcons if sub.name == "entries")
+    header = layout.parse(meter.table_bytes(et(number), now))
+    return dict(entry_size=entries.subcon.sizeof(), current_entries=entries.count,
+                unread=header.unread_entries)
+
+
+def _et36_render(meter, now):
+    logs, unread = [], set()
+    for index, (number, maximum) in enumerate(ADJUSTABLE_LOGS):
+        log = adjustable_log(meter, number, now)
+        logs.append(dict(table=dict(number=number, extended=1), entry_size=log["entry_size"],
+                         max_entries=maximum, current_entries=log["current_entries"],
+                         flags=dict(), spare=bytes(8)))
+        if log["unread"]:
+            unread.add(index)
+    return dict(count=len(logs), logs=logs, unread_entries=frozenset(unread))
+
+
+declare(
+    et(36), "Manufacturer Table Actual Dimensions",
+    read={Key.MK, Key.PK, Key.RK, Key.MBK, Key.MAK, Key.PLC},
+    layout=_ET36,
+    render=_et36_render,
+    provenance=documented("MEP p.107-109 (seven 17-byte records, then the unread bitmap)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# ET42 Interface Definition: every dimension a reader needs, gathered from the root tables
+# (BT13, BT21, BT23, BT61, BT71, ET04, ET07, ET21, ET36, ET54, ET55, ET57) at read time, so it
+# always describes the tables as they are. Layout MEP p.110-118.
+
+_ET42_FIXED = 41  # Fixed Section Length: the bytes before the adjustable log info
+
+
+def _parse(meter, number: int, now: float = 0.0):
+    return CATALOG[number].layout_for(meter).parse(meter.table_bytes(number, now))
+
+
+def _mdt_entries(meter) -> list[bytes]:
+    """ET57 entries with a non-zero MDT value, as their 4 raw bytes (ET42 "MDTT entries")."""
+    raw = meter.table_bytes(et(57), 0.0)
+    entries = [raw[i:i + 4] for i in range(0, len(raw), 4)]
+    return [e for e in entries if (e[0] >> 2) & 0x1F]
+
+
+def _et42_shape(meter) -> dict:
+    from .dimensions import firmware_at_least
+
+    bt21 = _parse(meter, 21)
+    lp = _parse(meter, 61).data_sets
+    multiple = _parse(meter, et(54)).interface_compatibility["multiple_load_profile_data_sets"]
+    return dict(
+        demands=bt21.demands, coincident=bt21.coincident_values,
+        channels=[s.number_of_channels for s in lp], mdt=len(_mdt_entries(meter)),
+        multiple_sets=bool(multiple) and len(lp) > 1,
+        required=firmware_at_least(meter, "3.60"), required_370=firmware_at_least(meter, "3.70"),
+    )
+
+
+def _lp_set(channels: int) -> Struct:
+    return Struct(
+        "block_size" / UINT32,
+        "number_of_blocks" / UINT16,
+        "number_of_channels" / UINT8,
+        "interval_duration" / UINT8,
+        "interval_size" / UINT8,
+        "options" / UINT8,
+        "intervals_per_block" / UINT16,
+        "block_start_hour" / UINT8,
+        "block_start_minute" / UINT8,
+        "extended_sources" / Array(channels, UINT16),
+    )
+
+
+def _et42_layout(meter):
+    shape = _et42_shape(meter)
+    fields = [
+        "table_length" / UINT16,
+        "fixed_section_length" / UINT8,
+        "log_list_size" / UINT8,
+        "interface_compatibility" / UINT16,
+        "c1219_compliance" / UINT16,
+        "billing_interface_definition_number" / UINT16,
+        "flags" / Bits(1, demand_reset_counter=0, cumulative_demand=1,
+                       continuous_cumulative_demand=2, demand_configured=3,
+                       unread_log_bitmap=4),
+        "register_dimensions" / Bytes(8),  # BT21.2 .. BT21.9
+        "demand_sub_interval" / UINT8,
+        "demand_multiplier" / UINT8,
+        "tier_size" / UINT16,
+        "load_profile" / Struct(*_lp_set(0).subcons[:-1]),
+        "history_log_flags" / UINT8,
+        "history_log_count" / UINT16,
+        "history_log_entry_size" / UINT8,
+        "log_list" / Array(len(ADJUSTABLE_LOGS), Struct("count" / UINT8, "entry_size" / UINT16)),
+        "demand_sources" / Array(shape["demands"], UINT8),
+        "coincident_sources" / Array(shape["coincident"], UINT8),
+        "load_profile_extended_sources" / Array(shape["channels"][0], UINT16),
+        "mdtt_current_entries" / UINT8,
+        "mdtt_entries" / Array(shape["mdt"], Bytes(4)),
+    ]
+    if shape["multiple_sets"]:
+        fields.append("load_profile_bit_mask" / UINT8)
+        for n, channels in enumerate(shape["channels"][1:], start=2):
+            fields.append(f"data_set_{n}" / _lp_set(channels))
+    if shape["required"]:
+        fields += ["required_section_length" / UINT8, "et74_entry_count" / UINT16]
+    if shape["required_370"]:
+        fields += ["et77_entry_count" / UINT8, "et79_entry_count" / UINT16,
+                   "energy_register_unit" / UINT8, "accumulator_rollover_digit" / UINT8]
+    return Struct(*fields)
+
+
+def _subcon(struct, name: str):
+    return next(sub.subcon for sub in struct.subcons if sub.name == name)
+
+
+def _lp_values(meter, geometry, extended) -> dict:
+    """One data set's ET42 fields from its ET21 element and BT61 element."""
+    et21_set = _subcon(CATALOG[et(21)].layout_for(meter), "data_sets").subcon
+    options = _subcon(et21_set, "options").build(geometry.options)[0]
+    return dict(block_size=geometry.block_size, number_of_blocks=extended.number_of_blocks,
+                number_of_channels=geometry.number_of_channels,
+                interval_duration=geometry.interval_time, interval_size=geometry.interval_size,
+                options=options, intervals_per_block=extended.number_of_intervals,
+                block_start_hour=geometry.block_start_hour,
+                block_start_minute=geometry.block_start_minute,
+                extended_sources=list(geometry.sources[:geometry.number_of_channels]))
+
+
+def _et42_render(meter, now):
+    layout = _et42_layout(meter)
+    shape = _et42_shape(meter)
+    bt21, bt71, et54 = _parse(meter, 21), _parse(meter, 71), _parse(meter, et(54), now)
+    et21, bt61 = _parse(meter, et(21), now).data_sets, _parse(meter, 61).data_sets
+    bt23 = CATALOG[23].layout_for(meter)
+    bt13 = meter.table_bytes(13, now)
+    ics = CATALOG[et(54)].layout_for(meter).subcons[0].build(et54.interface_compatibility)
+    logs = [adjustable_log(meter, number, now) for number, _ in ADJUSTABLE_LOGS]
+    mdt = _mdt_entries(meter)
+    values = dict(
+        table_length=layout.sizeof(), fixed_section_length=_ET42_FIXED,
+        log_list_size=len(ADJUSTABLE_LOGS),
+        interface_compatibility=int.from_bytes(ics, "little"),
+        c1219_compliance=meter.system_info().c1219_compliance,
+        billing_interface_definition_number=0,
+        flags=dict(demand_reset_counter=bt21.flags["demand_reset_counter"],
+                   cumulative_demand=bt21.flags["cumulative_demand"],
+                   continuous_cumulative_demand=bt21.flags["continuous_cumulative_demand"],
+                   demand_configured=int(any(e.flags["configured"]
+                                             for e in _parse(meter, et(48)).entries)),
+                   unread_log_bitmap=1),
+        register_dimensions=meter.table_bytes(21, now)[2:10],
+        demand_sub_interval=bt13[4] if len(bt13) > 5 else 0,
+        demand_multiplier=bt13[5] if len(bt13) > 5 else 0,
+        tier_size=bt23.tiers.subcon.subcon.sizeof(),
+        load_profile={k: v for k, v in _lp_values(meter, et21[0], bt61[0]).items()
+                      if k != "extended_sources"},
+        history_log_flags=meter.table_bytes(71, now)[0],
+        history_log_count=bt71.history_entries,
+        history_log_entry_size=bt71.history_data_length,
+        log_list=[dict(count=log["current_entries"], entry_size=log["entry_size"])
+                  for log in logs],
+        demand_sources=[],  # BT21.4 = 0: no demands configured (BT22 would list them)
+        coincident_sources=[],
+        load_profile_extended_sources=list(et21[0].sources[:shape["channels"][0]]),
+        mdtt_current_entries=len(mdt),
+        mdtt_entries=mdt,
+    )
+    if shape["multiple_sets"]:
+        active = [n for n, s in enumerate(bt61[1:]) if s.number_of_blocks]
+        values["load_profile_bit_mask"] = sum(1 << n for n in active)
+        for n in range(2, len(bt61) + 1):
+            values[f"data_set_{n}"] = _lp_values(meter, et21[n - 1], bt61[n - 1])
+    if shape["required"]:
+        values.update(required_section_length=3 + 5 * shape["required_370"],
+                      et74_entry_count=et54.et74_entry_count)
+    if shape["required_370"]:
+        values.update(et77_entry_count=et54.et77_entry_count,
+                      et79_entry_count=et54.et79_entry_count,
+                      energy_register_unit=_parse(meter, et(55)).energy_register_unit,
+                      accumulator_rollover_digit=_parse(meter, et(7)).accumulator_rollover_digit)
+    return values
+
+
+declare(
+    et(42), "Interface Definition",
+    read={Key.MK, Key.PK, Key.RK, Key.MBK, Key.MAK, Key.PLC},
+    layout=_et42_layout,
+    render=_et42_render,
+    provenance=documented(
+        "MEP p.110-118 (fixed section 41 bytes, log list, sources, MDT entries, data sets 2-4 "
+        "when ET54.0.2 is set, required section from firmware 3.60/3.70)"
+    ),
 )

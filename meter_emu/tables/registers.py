@@ -1,0 +1,473 @@
+"""Register tables around BT23: demand control and source definitions (BT13, BT16), constants
+(BT15), the BT23 snapshots (BT24-BT26), the present register selection (BT27), and the
+manufacturer's energy and demand tables (ET12, ET40, ET41, ET48, ET80).
+
+Demands and self reads are not configured on this meter (BT21.2 = BT21.4 = BT21.8 = 0). Every
+table here is sized from BT21 and BT22 as the meter publishes them, so the tables keep agreeing
+when a later issue configures demands or self reads. Snapshots and logs read as a freshly
+commissioned meter's until the TOU/demand engine (later work) records them.
+
+OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client Developer's Guide
+(OSGP Alliance, 2022); printed page numbers (the page footers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from construct import Array, Bytes, Struct
+
+from ..datatypes import NI_FMAT, UINT8, UINT16, UINT32, Bits, STimeDate, Time, list_header
+from ..device.access import CONFIGURERS, READERS, Key
+from ..device.errors import ResponseCode, ServiceError
+from ..provenance import c1219, designed, documented
+from .basic import _bt23_layout
+from .catalog import CATALOG, bt, declare, et
+from .dimensions import firmware, firmware_at_least, product_dimensions
+
+#: Tables the MEP guide does not give MEP keys for: the optical keys (OPG p.60-63) and the
+#: head-end's power-line key.
+OPTICAL_READERS = frozenset({Key.MK, Key.PK, Key.RK, Key.PLC})
+
+
+def _published(meter, table_id: int):
+    """A table as the meter publishes it, parsed (BT21/BT22: the dimensions used here)."""
+    return CATALOG[table_id].layout_for(meter).parse(meter.table_bytes(table_id, 0.0))
+
+
+def _actual_register(meter):
+    """BT21: self reads, demands, present demands and values configured now."""
+    return _published(meter, bt(21))
+
+
+def _zeros(layout):
+    """A table's values when every byte is zero: empty snapshots and logs, no times."""
+    return layout.parse(bytes(layout.sizeof()))
+
+
+
+
+# ---------------------------------------------------------------------------------------
+# BT13 Demand Control
+
+
+def _bt13_layout(meter):
+    """C12.19 DEMAND_CONTROL_TBL with the reset-exclusion, power-fail and sliding-demand options:
+    the only variant that puts the sub-interval and multiplier at BT13.4 and BT13.5, where
+    ET42.19-20 (MEP p.114) reads them. One interval record per configured demand (BT21.4)."""
+    return Struct(
+        "reset_exclusion" / UINT8,
+        "power_fail_recognition_time" / UINT8,
+        "power_fail_exclusion" / UINT8,
+        "cold_load_pickup" / UINT8,
+        "intervals" / Array(
+            _actual_register(meter).demands,
+            Struct("sub_interval" / UINT8, "interval_multiplier" / UINT8),
+        ),
+    )
+
+
+declare(
+    bt(13), "Demand Control",
+    read=OPTICAL_READERS,
+    layout=_bt13_layout,
+    render=lambda meter, now: _zeros(_bt13_layout(meter)),  # EP32/33 (later) configure demand
+    provenance=c1219(
+        "DEMAND_CONTROL_TBL (reset exclusion, power-fail times, then SUB_INT/INT_MULTIPLIER per "
+        "demand), placing BT13.4/BT13.5 where MEP p.114 (ET42.19-20) cites them; sized by BT21.4"
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT15 Constants
+
+_BT15 = Struct(
+    "multiplier" / NI_FMAT,
+    "offset" / NI_FMAT,
+    "flags" / Bits(1, applied=0),
+    "ct_ratio" / NI_FMAT,
+    "vt_ratio" / NI_FMAT,
+)
+
+#: A directly connected meter: no adjustment, transformer ratios 1 (not applied, MEP p.200).
+CT_RATIO = 1
+VT_RATIO = 1
+
+
+def _bt15_apply(meter, values, ctx):
+    """The guide gives no range; a transformer ratio of 0 or below is never valid."""
+    if values.ct_ratio <= 0 or values.vt_ratio <= 0:
+        raise ServiceError(ResponseCode.ERR, "BT15 transformer ratios must be positive")
+
+
+declare(
+    bt(15), "Constants",
+    read=READERS,
+    write={Key.MK, Key.MAK, Key.PLC},
+    layout=_BT15,
+    defaults=lambda meter: dict(multiplier=1, offset=0, flags=dict(applied=0),
+                                ct_ratio=CT_RATIO, vt_ratio=VT_RATIO),
+    apply=_bt15_apply,
+    provenance=documented("MEP p.199-200 (17 bytes: CT ratio at 9, VT ratio at 13); OPG p.60"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT16 Source Definition
+
+_COUNTER_SOURCES = frozenset({4, 5, 26, 27, 28})  # seconds, counts, pulses: no ratio applies
+_UNSCALED_SOURCES = frozenset({18, 19, 21, 22, 23, 24, 25, 236, 237, 238})  # PF, Hz, angles
+_POST_RATIO_SOURCES = frozenset({81, 82, 83, 84, *range(177, 185), *range(191, 200)})
+
+
+def _bt16_sources(meter) -> tuple[frozenset, frozenset]:
+    """(BT22 summation sources, BT27 present value sources) as the meter publishes them."""
+    summations = frozenset(_published(meter, bt(22)).summation_sources)
+    present = frozenset(_published(meter, bt(27)).present_value_sources)
+    return summations, present
+
+
+def _bt16_layout(meter):
+    summations, present = _bt16_sources(meter)
+    link = Bits(1, uom_entry=0, demand_control=1, data_control=2, constants=3,
+                engineering_units=4, constant_to_be_applied=5)
+    return Struct("sources" / Array(max(summations | present) + 1, link))
+
+
+def _source_link(source: int, summations: frozenset, present: frozenset) -> dict:
+    """BT23 values incorporate the BT15 ratios (MEP p.207); BT28 values do not, except the
+    'post CT/VT' ones (MEP p.215). No UOM (BT12), demand control or data control entries."""
+    if source not in summations | present:
+        return {}
+    link = dict(engineering_units=1)
+    if source not in _COUNTER_SOURCES | _UNSCALED_SOURCES:
+        applied = source in summations or source in _POST_RATIO_SOURCES
+        link.update(constants=1, constant_to_be_applied=int(not applied))
+    return link
+
+
+def _bt16_render(meter, now):
+    summations, present = _bt16_sources(meter)
+    count = max(summations | present) + 1
+    return dict(sources=[_source_link(s, summations, present) for s in range(count)])
+
+
+declare(
+    bt(16), "Source Definition",
+    read=OPTICAL_READERS,
+    layout=_bt16_layout,
+    render=_bt16_render,
+    provenance=c1219(
+        "SOURCES_TBL: one SOURCE_LINK flag byte per source number 0..highest BT22/BT27 source "
+        "(MEP p.180 orders lists 'by BT16 source number'; source IDs MEP p.203-206)"
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT24 Previous Season Data, BT25 Previous Demand Reset Data
+
+
+def _snapshot_layout(meter):
+    """STIME_DATE and season, then a BT23 image (MEP p.211-212)."""
+    return Struct("time" / STimeDate(), "season" / UINT8, "registers" / _bt23_layout(meter))
+
+
+def _bt24_read_only(meter) -> bool:
+    """MEP p.211 / OPG p.60: read-only on firmware 3.7x and 4.10+."""
+    major, minor = firmware(meter)
+    return (major == 3 and 70 <= minor <= 79) or firmware_at_least(meter, "4.10")
+
+
+def _bt24_apply(meter, values, ctx):
+    """The season must be one of BT50's; energies and counts are never negative."""
+    if _bt24_read_only(meter):
+        raise ServiceError(ResponseCode.IAR, "BT24 is read-only on firmware 3.7x and 4.10+")
+    seasons = product_dimensions(meter).seasons
+    if not 0 <= values.season < seasons:
+        raise ServiceError(ResponseCode.ERR, f"BT24 season must be 0..{seasons - 1}")
+    registers = values.registers
+    if any(v < 0 for v in registers.totals) or any(v < 0 for t in registers.tiers for v in t):
+        raise ServiceError(ResponseCode.ERR, "BT24 register values cannot be negative")
+
+
+declare(
+    bt(24), "Previous Season Data",
+    read=READERS,
+    write={Key.MK, Key.PK, Key.MAK, Key.PLC},
+    layout=_snapshot_layout,
+    # Stored: a client may write it on most firmware, so the meter keeps the image; the TOU
+    # engine (later work) stores its season-change snapshot of BT23 here.
+    defaults=lambda meter: _zeros(_snapshot_layout(meter)),
+    apply=_bt24_apply,
+    provenance=documented("MEP p.211-212; OPG p.60 (write MK, PK except on firmware 3.7x, 4.10+)"),
+)
+
+declare(
+    bt(25), "Previous Demand Reset Data",
+    read=READERS,
+    layout=_snapshot_layout,
+    render=lambda meter, now: _zeros(_snapshot_layout(meter)),  # the demand engine (later)
+    provenance=documented("MEP p.212; OPG p.60 (same STIME_DATE + season + BT23 image as BT24)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT26 Self Read Data
+
+
+def _bt26_layout(meter):
+    bt21 = _actual_register(meter)
+    entry = ["time" / STimeDate(), "season" / UINT8, "registers" / _bt23_layout(meter)]
+    if bt21.demands:
+        entry.insert(0, "bidn" / UINT16)
+    return Struct(*list_header(), "entries" / Array(bt21.self_reads, Struct(*entry)))
+
+
+def _bt26_render(meter, now):
+    """An empty circular list of BT21.2 entries; the TOU engine (later work) takes the self
+    reads. List type reads FALSE while BT21.2 is 0 (OPG p.28)."""
+    values = _zeros(_bt26_layout(meter))
+    values.flags = dict(list_type=int(_actual_register(meter).self_reads > 0))
+    return values
+
+
+declare(
+    bt(26), "Self Read Data",
+    read=READERS,
+    layout=_bt26_layout,
+    render=_bt26_render,
+    provenance=documented("OPG p.28-29, MEP p.212-214 (BIDN only when BT21.4 != 0)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# BT27 Present Register Selection
+
+#: Source ID (MEP p.203-206) of each BT28 present value 0..83 (OPG p.53-57), matched by name.
+PRESENT_VALUE_SOURCES = (
+    *range(8, 26),  # 0-17: W, var, currents, voltages, PF, frequency, VA, sin(PA)
+    81, 82, 83, 84,  # 18-21: post CT/VT (firmware 2.12+)
+    104, 105, 106, 107,  # 22-25: Q1..Q4 reactive var (3.10+)
+    *range(185, 200),  # 26-40: per-phase W, post CT/VT, currents post CT (3.50+)
+    *range(202, 216),  # 41-54: continuous and average voltages and powers (3.70+)
+    *range(216, 233),  # 55-71: apparent power per quadrant and phase, neutral current (4.0+)
+    *range(233, 245),  # 72-83: average currents (4.10+), voltage angles, per-phase var (4.30+)
+)
+
+
+def _bt27_layout(meter):
+    bt21 = _actual_register(meter)
+    return Struct(
+        "present_demand_sources" / Array(bt21.present_demands, UINT8),
+        "present_value_sources" / Array(bt21.present_values, UINT8),
+    )
+
+
+def _bt27_render(meter, now):
+    """Present demand sources stay 0 until the demand engine (later work) configures them."""
+    bt21 = _actual_register(meter)
+    return dict(present_demand_sources=[0] * bt21.present_demands,
+                present_value_sources=list(PRESENT_VALUE_SOURCES[: bt21.present_values]))
+
+
+declare(
+    bt(27), "Present Register Selection",
+    read=READERS,
+    layout=_bt27_layout,
+    render=_bt27_render,
+    provenance=documented("MEP p.214-215; OPG p.53-57 (present value order), p.60"),
+)
+
+# ---------------------------------------------------------------------------------------
+# ET12 Total Energy / Daily Consumption registers
+
+#: ET12 registers in BT22 order: the first four summation sources (MEP p.203).
+TE_REGISTERS = ("fwd_active_wh", "rev_active_wh", "import_reactive_varh", "export_reactive_varh")
+
+
+def _et12_layout(meter):
+    return Struct("registers" / Array(meter.system_info().max_te_registers, NI_FMAT))
+
+
+def _et12_render(meter, now):
+    """Total energy registers from the meter's accumulators, one per ET04.55 register."""
+    count = meter.system_info().max_te_registers
+    values = [meter.state.registers[name] for name in TE_REGISTERS[:count]]
+    return dict(registers=values + [0] * (count - len(values)))
+
+
+declare(
+    et(12), "Total Energy / Daily Consumption",
+    read=OPTICAL_READERS,
+    layout=_et12_layout,
+    render=_et12_render,
+    provenance=designed(
+        "the guides give only the register count (ET04.55, MEP p.58): ARRAY[ET04.55] of "
+        "NI_FMAT1 holding Fwd/Rev Wh and Import/Export varh, the BT22 sources 0-3"
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# ET40 Demand Configuration
+
+_ET40 = Struct("demand_reset_time" / Time(), "reserved" / Bytes(5))
+
+
+def _et40_apply(meter, values, ctx):
+    """The reserved bytes stay zero whatever a client writes."""
+    values.reserved = bytes(5)
+    return values
+
+
+declare(
+    et(40), "Demand Configuration",
+    read=READERS,
+    write=CONFIGURERS,
+    layout=_ET40,
+    defaults=lambda meter: dict(demand_reset_time=dt.time(0, 0), reserved=bytes(5)),
+    apply=_et40_apply,
+    provenance=designed(
+        "MEP p.261, p.264 (Tables C.1, C.4) only say it holds the demand reset time of day "
+        "(MAK may write) and reserved demand settings: a TIME then 5 reserved bytes"
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# ET41 Historical Demand Reset Log
+
+#: ET41 entries: ET36 "Current Entries", 0 until EP32 configures demand (MEP p.109).
+DEMAND_RESET_LOG_ENTRIES = 0
+
+
+def _et41_entry(meter):
+    return Struct(
+        "length" / UINT16,
+        "reset_reason" / UINT8,
+        "bidn" / UINT16,
+        "time" / STimeDate(),
+        "season" / UINT8,
+        "registers" / _bt23_layout(meter),
+    )
+
+
+def demand_reset_entry_size(meter) -> int:
+    """ET41 entry size in bytes (ET36 'Entry Size' for ET41): 11 + a BT23 image."""
+    return _et41_entry(meter).sizeof()
+
+
+def _et41_layout(meter):
+    entries = Array(DEMAND_RESET_LOG_ENTRIES, _et41_entry(meter))
+    return Struct(*list_header(), "entries" / entries)
+
+
+def _et41_render(meter, now):
+    """An empty circular log; demand resets (later work) append to it and copy to BT25."""
+    values = _zeros(_et41_layout(meter))
+    values.flags = dict(list_type=1)
+    return values
+
+
+declare(
+    et(41), "Historical Demand Reset Log",
+    read=READERS,
+    layout=_et41_layout,
+    render=_et41_render,
+    provenance=documented("MEP p.110-111 (entries per ET36, MEP p.108-109)"),
+)
+
+# ---------------------------------------------------------------------------------------
+# ET48 Demand configuration entries
+
+_ET48_ENTRY = Struct(
+    "flags" / Bits(1, configured=0, maximum=1),
+    "source" / UINT8,
+    "coincident_sources" / Array(2, UINT8),
+)
+NO_COINCIDENT = 0xFF
+_UNUSED_SOURCE_IDS = frozenset({85, 86, 87, 200})  # MEP p.204-205
+
+
+def _et48_layout(meter):
+    return Struct("entries" / Array(product_dimensions(meter).et48_entries, _ET48_ENTRY))
+
+
+def _highest_source_id(meter) -> int:
+    """Source IDs 216+ need firmware 4.0, 233+ 4.10, 236+ 4.30 (MEP p.206)."""
+    for version, highest in (("4.30", 244), ("4.10", 235), ("4.0", 232)):
+        if firmware_at_least(meter, version):
+            return highest
+    return 215
+
+
+def _et48_apply(meter, values, ctx):
+    highest = _highest_source_id(meter)
+
+    def known(source):
+        return source <= highest and source not in _UNUSED_SOURCE_IDS
+
+    for i, entry in enumerate(values.entries):
+        if not entry.flags["configured"]:
+            continue
+        coincidents = [s for s in entry.coincident_sources if s != NO_COINCIDENT]
+        if not all(known(s) for s in [entry.source, *coincidents]):
+            raise ServiceError(ResponseCode.ERR, f"ET48 entry {i}: unknown source ID")
+
+
+declare(
+    et(48), "Demand Configuration Entries",
+    read=OPTICAL_READERS,
+    write={Key.MK, Key.PK, Key.PLC},
+    layout=_et48_layout,
+    defaults=lambda meter: _zeros(_et48_layout(meter)),
+    apply=_et48_apply,
+    provenance=designed(
+        "only its entry count (ET11.23, MEP p.79) and ET42.10.3 'demand configured' (MEP p.113) "
+        "are public: per demand a flag byte, a source ID and 2 coincident source IDs (BT20.5/.4)"
+    ),
+)
+
+# ---------------------------------------------------------------------------------------
+# ET80 Average Power Settings
+
+_ET80 = Struct(
+    "enabled" / UINT8,
+    "sub_interval" / UINT16,
+    "interval_multiplier" / UINT8,
+    "disconnect_threshold" / UINT32,
+)
+
+
+def _valid_sub_interval(seconds: int) -> bool:
+    """Seconds dividing a minute, whole minutes dividing an hour, whole hours dividing a day."""
+    if seconds < 60:
+        return seconds > 0 and 60 % seconds == 0
+    if seconds < 3600:
+        return seconds % 60 == 0 and 60 % (seconds // 60) == 0
+    return seconds % 3600 == 0 and 24 % (seconds // 3600) == 0
+
+
+def _et80_apply(meter, values, ctx):
+    if values.enabled not in (0, 1):
+        raise ServiceError(ResponseCode.ERR, "ET80 enabled must be 0 or 1")
+    if not _valid_sub_interval(values.sub_interval):
+        raise ServiceError(ResponseCode.ERR, f"ET80 sub-interval {values.sub_interval} s invalid")
+    if not 1 <= values.interval_multiplier <= 15:
+        raise ServiceError(ResponseCode.ERR, "ET80 interval multiplier must be 1..15")
+
+
+def _et80_defaults(meter):
+    """Averaging off, sub-interval 1 s, multiplier 15, no threshold (MEP p.184-185).
+
+    A meter on firmware 3.70+ averages active power over sub-interval x multiplier (a block
+    average with multiplier 1, rolling otherwise) and opens the disconnect contactor when the
+    average exceeds the threshold; older firmware keeps the settings without using them. The
+    averaging belongs to the relay work (later); until then the settings are only kept."""
+    return dict(enabled=0, sub_interval=1, interval_multiplier=15, disconnect_threshold=0)
+
+
+declare(
+    et(80), "Average Power Settings",
+    read=READERS,
+    write=CONFIGURERS,
+    layout=_ET80,
+    defaults=_et80_defaults,
+    apply=_et80_apply,
+    provenance=documented("MEP p.183-185 (8 bytes; defaults 0, 1, 15, 0); OPG p.62"),
+)
