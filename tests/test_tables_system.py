@@ -6,6 +6,8 @@ page numbers. Reads and writes go through the optical port (C12.18 client of con
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from conftest import MK, PK, RK, LinkClient
 
@@ -301,3 +303,17 @@ def test_et70_current_comm_channel_index(clock):
     client = _client(_meter("identity.firmware_version=4.0.00"), clock, RK)
     et70 = client.read(et(70))
     assert len(et70) == 156 and et70[142] == 1
+
+
+def test_et55_scheduled_lcd_message_is_written_by_the_head_end(client, meter):
+    """MEP p.142-143: the host specifies the 8-character message and its UTC start/end times."""
+    client.logon(MK)
+    layout = CATALOG[et(55)].layout_for(meter)
+    values = layout.parse(client.read(et(55)))
+    values.scheduled_lcd_message_text = b"HELLO   "
+    values.scheduled_lcd_message_start = dt.datetime(2026, 5, 1, 8, 0, 0)
+    values.scheduled_lcd_message_end = dt.datetime(2026, 5, 2, 8, 0, 0)
+    assert client.write(et(55), layout.build(values)) == b"\x00"
+    back = layout.parse(client.read(et(55)))
+    assert back.scheduled_lcd_message_text == b"HELLO   "
+    assert back.scheduled_lcd_message_end == dt.datetime(2026, 5, 2, 8, 0, 0)

@@ -568,9 +568,11 @@ _ET55_DEFAULTS = dict(
 )
 
 #: VCI "M" and "F" fields, and Energy Register Unit ("cannot be changed in the field"): the
-#: meter keeps them when a client writes ET55.
+#: meter keeps them when a client writes ET55. The scheduled LCD message text and times are
+#: marked "M" only because meters with the Free Text feature fill them from FTa messages; this
+#: meter has none, so a head-end schedules a message by writing them ("Specify an 8-character
+#: message", MEP p.142-143).
 _ET55_METER_CONTROLLED = (
-    "scheduled_lcd_message_text", "scheduled_lcd_message_start", "scheduled_lcd_message_end",
     "broken_mv_conductor_detection_time_threshold", "zero_fault_detection_time_threshold",
     "normal_voltage_upper_limit", "normal_voltage_lower_limit", "low_voltage_higher_limit",
     "voltage_fluctuation_limit", "reverse_energy_alarm_current_threshold",
