@@ -17,11 +17,12 @@ BT00/BT21/BT71/...), provenance, and behaviour:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from construct import Construct
 
 from ..device.access import NOBODY, parse_access
+from ..device.errors import ResponseCode, ServiceError
 from ..provenance import Provenance
 
 EXTENDED_BASE = 2048
@@ -132,3 +133,15 @@ def declare(
         raise ValueError(f"{table.label}: only a writable table can be pending")
     CATALOG[number] = table
     return table
+
+
+def refuse(*parts) -> NoReturn:
+    """Refuse a write with ERR (0x01); nothing changes. ``parts`` are a table ID (printed as its
+    label) or text: ``refuse(et(50), "flag bits 4..7 are reserved")``."""
+    text = ": ".join(label(p) if isinstance(p, int) else str(p) for p in parts)
+    raise ServiceError(ResponseCode.ERR, text)
+
+
+def zeros(layout: Construct):
+    """The values an all-zero image decodes to (counts 0, times None): a record never written."""
+    return layout.parse(bytes(layout.sizeof()))

@@ -15,14 +15,9 @@ from construct import Array, Struct
 
 from ..datatypes import UINT8, UINT16, Bits, Chars
 from ..device.access import CONFIGURERS, READERS
-from ..device.errors import ResponseCode, ServiceError
 from ..provenance import designed, documented
-from .catalog import bt, declare, et
+from .catalog import bt, declare, et, refuse
 from .dimensions import firmware_at_least
-
-
-def _refuse(label: str, why: str):
-    raise ServiceError(ResponseCode.ERR, f"{label}: {why}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -90,9 +85,9 @@ def _display_list_apply(label: str, table_id: int, layout, lists):
         kept = layout.parse(meter.table_bytes(table_id, ctx.now))
         for new, old in zip(lists(values), lists(kept)):
             if new.timing["on_time"] not in ON_TIMES:
-                _refuse(label, f"on time {new.timing['on_time']} s is not 0 or 6..15")
+                refuse(label, f"on time {new.timing['on_time']} s is not 0 or 6..15")
             if new.number_list_items > PRIMARY_LIST_ITEMS:
-                _refuse(label, f"{new.number_list_items} items; the list holds "
+                refuse(label, f"{new.number_list_items} items; the list holds "
                                f"{PRIMARY_LIST_ITEMS} (BT30.4)")
             new.timing["off_time"] = old.timing["off_time"]
             new.mode = old.mode
@@ -173,14 +168,14 @@ def _et07_apply(meter, values, ctx):
     for i, item in enumerate(values.display_items):
         fmt = item.data_format
         if not 1 <= fmt["fields_before_dp"] <= 8 or fmt["fields_after_dp"] > 3:
-            _refuse("ET07", f"item {i}: {fmt['fields_before_dp']} digits before the decimal "
+            refuse("ET07", f"item {i}: {fmt['fields_before_dp']} digits before the decimal "
                             f"point (1..8) and {fmt['fields_after_dp']} after (0..3)")
         if fmt["fields_before_dp"] + fmt["fields_after_dp"] > 8:
-            _refuse("ET07", f"item {i}: more than 8 digits")
+            refuse("ET07", f"item {i}: more than 8 digits")
         if item.id_dp_state >> dp_bits:
-            _refuse("ET07", f"item {i}: decimal point state uses more than {dp_bits} bits")
+            refuse("ET07", f"item {i}: decimal point state uses more than {dp_bits} bits")
     if values.accumulator_rollover_digit not in _ROLLOVER_RANGE:
-        _refuse("ET07", f"accumulator rollover digit {values.accumulator_rollover_digit} is not "
+        refuse("ET07", f"accumulator rollover digit {values.accumulator_rollover_digit} is not "
                         "5..9")
 
 

@@ -23,27 +23,17 @@ from construct import Array, Bytes, Struct
 from ..datatypes import NI_FMAT, UINT8, UINT16, UINT32, Bits, BitSet, LTimeDate, list_header
 from ..device.access import CONFIGURERS, READERS, Key
 from ..device.alarms import ALARMS
-from ..device.errors import ResponseCode, ServiceError
 from ..events import EVENTS
 from ..procedures import PROCEDURES
 from ..procedures.catalog import MANUFACTURER_FLAG
 from ..provenance import c1219, designed, documented
 from .basic import _bt74_layout, _log_dimensions, _split
-from .catalog import CATALOG, EXTENDED_BASE, bt, declare, et
+from .catalog import bt, CATALOG, declare, et, EXTENDED_BASE, refuse, zeros
 from .dimensions import firmware_at_least, product_dimensions
 
 #: Tables the MEP guide does not cover: the optical keys and the head-end, no MEP key.
 _NO_MEP_READERS = READERS - {Key.MAK, Key.MBK}
 _NO_MEP_CONFIGURERS = CONFIGURERS - {Key.MAK}
-
-
-def _refuse(label: str, why: str):
-    raise ServiceError(ResponseCode.ERR, f"{label}: {why}")
-
-
-def _zeros(layout):
-    """A layout's values with every byte zero (counts 0, times None): a record never written."""
-    return layout.parse(bytes(layout.sizeof()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -157,7 +147,7 @@ def _bt73_apply(meter, values, ctx):
     for field, supported, what in checks:
         unsupported = sorted(values[field] - supported)
         if unsupported:
-            _refuse("BT73", f"{what} bit(s) {unsupported} are not supported by this meter")
+            refuse("BT73", f"{what} bit(s) {unsupported} are not supported by this meter")
 
 
 declare(
@@ -182,7 +172,7 @@ def _et79_render(meter, now):
     """Empty until the alternate event log is fed (the event log subsystem). Its array has
     BT71.5 entries, as the guide's record array says; ET54.80 publishes that count once the log
     is enabled."""
-    values = _zeros(_bt74_layout(meter))
+    values = zeros(_bt74_layout(meter))
     values.flags["list_type"] = 1
     return values
 
@@ -208,7 +198,7 @@ def _empty_circular_log(layout_for):
     0 for these logs, MEP p.109)."""
 
     def render(meter, now):
-        values = _zeros(layout_for(meter))
+        values = zeros(layout_for(meter))
         values.flags["list_type"] = 1
         return values
 
@@ -376,7 +366,7 @@ def _et09_defaults(meter):
     """Stored like ET04: the settings are the head-end's, the "M" records and statistics are
     kept across writes for the metering engine's power-quality monitoring to fill (no state
     feeds them yet, so a fresh meter shows zeros and no times)."""
-    values = _zeros(_et09_layout(meter))
+    values = zeros(_et09_layout(meter))
     for name, value in ET09_SETTINGS.items():
         if name in values:
             values[name] = value
@@ -397,16 +387,16 @@ def _averaging_interval_ok(seconds: int) -> bool:
 
 def _et09_check(values):
     if values.get("over_current_time_threshold", 0) > 65_000:
-        _refuse("ET09", f"over-current time threshold {values.over_current_time_threshold} is "
+        refuse("ET09", f"over-current time threshold {values.over_current_time_threshold} is "
                         "above 65000")
     for record in values.get("thd_records", []):
         if record.thd_time_threshold > 65_000:
-            _refuse("ET09", f"THD time threshold {record.thd_time_threshold} is above 65000")
+            refuse("ET09", f"THD time threshold {record.thd_time_threshold} is above 65000")
         if record.thd_threshold > 10_000:
-            _refuse("ET09", f"THD threshold {record.thd_threshold} is above 10000 (100 %)")
+            refuse("ET09", f"THD threshold {record.thd_threshold} is above 10000 (100 %)")
     interval = values.get("average_current_calculation_interval")
     if interval is not None and not _averaging_interval_ok(interval):
-        _refuse("ET09", f"averaging interval {interval} s is not synchronised to the hour")
+        refuse("ET09", f"averaging interval {interval} s is not synchronised to the hour")
 
 
 def _et09_apply(meter, values, ctx):
@@ -448,7 +438,7 @@ def _et10_render(meter, now):
     """Totals from the outage registers (BT23 power-off seconds and outage count); the records
     stay empty until the metering engine simulates outages."""
     registers = meter.state.registers
-    values = _zeros(_et10_layout(meter))
+    values = zeros(_et10_layout(meter))
     values.outage_count = registers["power_outage_count"]
     values.outage_seconds = registers["power_outage_seconds"]
     return values
@@ -492,7 +482,7 @@ def _et22_apply(meter, values, ctx):
     defined = {alarm_index(name) for name in ALARMS}
     for i, setting in enumerate(values.alarms):
         if i not in defined and any(setting.values()):
-            _refuse("ET22", f"alarm {i} does not exist (BT03 has no such alarm bit)")
+            refuse("ET22", f"alarm {i} does not exist (BT03 has no such alarm bit)")
 
 
 declare(

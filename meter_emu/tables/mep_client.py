@@ -17,10 +17,9 @@ from construct import Array, Bytes, Struct
 
 from ..datatypes import NI_FMAT, UINT8, UINT16, Bits, LTimeDate, STimeDate, list_header
 from ..device.access import CONFIGURERS, READERS, Key
-from ..device.errors import ResponseCode, ServiceError
 from ..provenance import designed, documented
 from .basic import _bt08_layout, _bt23_layout
-from .catalog import declare, et, label
+from .catalog import declare, et, refuse
 from .dimensions import product_dimensions
 
 #: Keys of the tables the MEP guide does not cover: the optical keys and the head-end's.
@@ -28,10 +27,6 @@ _OPTICAL_AND_PLC_READ = frozenset({Key.MK, Key.PK, Key.RK, Key.PLC})
 _OPTICAL_AND_PLC_WRITE = frozenset({Key.MK, Key.PK, Key.PLC})
 #: What a MEP client may write (MEP access boxes: MBK and MAK), plus the optical configurers.
 _MEP_CLIENT_WRITE = CONFIGURERS | {Key.MBK}
-
-
-def _refuse(table_id: int, why: str):
-    raise ServiceError(ResponseCode.ERR, f"{label(table_id)}: {why}")
 
 
 def _zeros(layout_for):
@@ -89,7 +84,7 @@ def _otr_queue_apply(table_id: int, layout_for, results: dict):
         for index, (entry, old) in enumerate(zip(values.entries, current.entries)):
             reused = entry.status != old.status
             if reused and entry.status not in _OTR_CLIENT_STATUSES:
-                _refuse(table_id, f"entry {index}: status {entry.status} is set by the meter")
+                refuse(table_id, f"entry {index}: status {entry.status} is set by the meter")
             for name, blank in results.items():
                 entry[name] = blank if reused else old[name]
         return values
@@ -237,13 +232,13 @@ def _et50_apply(meter, values, ctx):
     for channel, client in enumerate(values.clients):
         problem = check_mep_identification(client.identification)
         if problem:
-            _refuse(et(50), f"MEP client {channel + 1} identification: {problem}")
+            refuse(et(50), f"MEP client {channel + 1} identification: {problem}")
         if client.flags["reserved"]:
-            _refuse(et(50), f"MEP client {channel + 1}: MEP flags bits 4..7 are reserved")
+            refuse(et(50), f"MEP client {channel + 1}: MEP flags bits 4..7 are reserved")
         if any(icons >> _ICON_BITS for icons in client.icon_display_control):
-            _refuse(et(50), f"MEP client {channel + 1}: icon display control above 511")
+            refuse(et(50), f"MEP client {channel + 1}: icon display control above 511")
         if any(state not in _ICON_STATES for state in client.mep_icons.values()):
-            _refuse(et(50), f"MEP client {channel + 1}: MEP icons are 0 off, 1 on, 2 flashing")
+            refuse(et(50), f"MEP client {channel + 1}: MEP icons are 0 off, 1 on, 2 flashing")
 
 
 declare(
@@ -300,7 +295,7 @@ def _et51_apply(meter, values, ctx):
     reset line, so the flag is cleared at once."""
     for channel, client in enumerate(values.clients):
         if client.flags["unused"] or client.han["unused"]:
-            _refuse(et(51), f"MEP client {channel + 1}: unused flag bits must be 0")
+            refuse(et(51), f"MEP client {channel + 1}: unused flag bits must be 0")
         client.flags["reset_mep_now"] = 0
     return values
 
@@ -358,11 +353,11 @@ def _request_apply(table_id: int):
 
     def apply(meter, values, ctx):
         if values.transaction_type not in (REQUESTS, GROUP_REQUEST):
-            _refuse(table_id, f"transaction type {values.transaction_type} is not a request")
+            refuse(table_id, f"transaction type {values.transaction_type} is not a request")
         length = product_dimensions(meter).transaction_request_length
         smallest = TRANSACTION_HEADER_SIZE + TRANSACTION_TRAILER_SIZE
         if values.transaction_size and not smallest <= values.transaction_size <= length:
-            _refuse(table_id, f"transaction size {values.transaction_size} outside "
+            refuse(table_id, f"transaction size {values.transaction_size} outside "
                               f"{smallest}..{length}")
 
     return apply

@@ -21,9 +21,8 @@ from construct import Array, Bytes, Struct
 
 from ..datatypes import NI_FMAT, UINT8, UINT16, UINT32, Bits, BitSet, Chars, LTimeDate, LIST_FLAGS, list_header
 from ..device.access import CONFIGURERS, READERS, Key
-from ..device.errors import ResponseCode, ServiceError
 from ..provenance import documented
-from .catalog import CATALOG, declare, et
+from .catalog import CATALOG, declare, et, refuse
 from .dimensions import product_dimensions
 
 
@@ -31,10 +30,6 @@ def _mbus_slots(meter) -> int:
     """M-Bus device slots come first in every device array; the MEP clients follow."""
     d = product_dimensions(meter)
     return d.devices - d.mep_channels
-
-
-def _refuse(why: str):
-    raise ServiceError(ResponseCode.ERR, why)
 
 
 def _current(meter, number: int, ctx):
@@ -109,13 +104,13 @@ def _et13_defaults(meter):
 def _check_schedule(slot: str, entry) -> None:
     when = entry.scheduled_billing_read_time
     if when.day not in _BILLING_DAYS:
-        _refuse(f"ET13 {slot}: billing read day {when.day} is not 0..28, 32..38 or 39")
+        refuse(f"ET13 {slot}: billing read day {when.day} is not 0..28, 32..38 or 39")
     if when.hour > 23 or when.minute > 59:
-        _refuse(f"ET13 {slot}: billing read time {when.hour}:{when.minute} is not a time of day")
+        refuse(f"ET13 {slot}: billing read time {when.hour}:{when.minute} is not a time of day")
     if entry.scheduled_billing_read_frequency > _NEVER:
-        _refuse(f"ET13 {slot}: billing read frequency must be 0..{_NEVER}")
+        refuse(f"ET13 {slot}: billing read frequency must be 0..{_NEVER}")
     if entry.baud_rate >= len(BAUD_RATES):
-        _refuse(f"ET13 {slot}: baud rate code {entry.baud_rate} is reserved")
+        refuse(f"ET13 {slot}: baud rate code {entry.baud_rate} is reserved")
 
 
 def _et13_apply(meter, values, ctx):
@@ -126,7 +121,7 @@ def _et13_apply(meter, values, ctx):
     for i, device in enumerate(values.mbus_devices):
         _check_schedule(f"M-Bus device {i + 1}", device)
         if device.security_key_length > len(device.security_key):
-            _refuse(f"ET13 M-Bus device {i + 1}: security key length above 32")
+            refuse(f"ET13 M-Bus device {i + 1}: security key length above 32")
         device.security_key = bytes(_KEY_PROTECTED) + device.security_key[_KEY_PROTECTED:]
     for i, client in enumerate(values.mep_clients):
         _check_schedule(f"MEP client {i + 1}", client)
@@ -317,9 +312,9 @@ def _et34_apply(meter, values, ctx):
     for i, device in enumerate(values.devices):
         for name in _MDT_FIELDS:
             if device[name] > _MDT_MAX:
-                _refuse(f"ET34 device {i + 1}: {name} {device[name]} is not an MDT (0..31)")
+                refuse(f"ET34 device {i + 1}: {name} {device[name]} is not an MDT (0..31)")
         if device.load_profile_poll_retry_attempts > _RETRY_ATTEMPTS_MAX:
-            _refuse(f"ET34 device {i + 1}: retry attempts must be 0..{_RETRY_ATTEMPTS_MAX}")
+            refuse(f"ET34 device {i + 1}: retry attempts must be 0..{_RETRY_ATTEMPTS_MAX}")
 
 
 declare(
@@ -443,7 +438,7 @@ def _et57_apply(meter, values, ctx):
     for i, entry in enumerate(values.entries):
         kind = entry.descriptor["entry_type"]
         if kind == EXTENSION and previous == EMPTY:
-            _refuse(f"ET57 entry {i}: an extension must follow a base or extension entry")
+            refuse(f"ET57 entry {i}: an extension must follow a base or extension entry")
         previous = kind
 
 

@@ -20,9 +20,8 @@ from construct import Array, Bytes, Struct
 
 from ..datatypes import UINT8, UINT16, UINT32, Bits, BitSet, Chars, LTimeDate
 from ..device.access import READERS, Key
-from ..device.errors import ResponseCode, ServiceError
 from ..provenance import designed, documented
-from .catalog import declare, et
+from .catalog import declare, et, refuse
 from .dimensions import firmware, firmware_at_least
 
 #: Optical keys that read every table of this group (OPG p.62-63), plus the head-end's key.
@@ -31,10 +30,6 @@ OPTICAL_READERS = {Key.MK, Key.PK, Key.RK, Key.PLC}
 P2P_CONFIGURERS = {Key.MK, Key.PK, Key.PLC}
 
 NO_FIELDS = Struct()
-
-
-def _refuse(table: str, why: str):
-    raise ServiceError(ResponseCode.ERR, f"{table}: {why}")
 
 
 def has_ftz(meter) -> bool:
@@ -263,9 +258,9 @@ def _et92_defaults(meter):
 
 def _et92_apply(meter, values, ctx):
     if values.connection_type not in P2P_CONNECTION_TYPES:
-        _refuse("ET92", f"connection type {values.connection_type} is not 0, 1 or 2")
+        refuse("ET92", f"connection type {values.connection_type} is not 0, 1 or 2")
     if values.connection_type and not (values.head_end_address and values.head_end_port):
-        _refuse("ET92", "a P2P connection needs a head-end address and port")
+        refuse("ET92", "a P2P connection needs a head-end address and port")
     return values
 
 
@@ -331,10 +326,10 @@ def _et94_defaults(meter):
 
 def _et94_apply(meter, values, ctx):
     if values.modem_enabled not in (0, 1):
-        _refuse("ET94", f"modem enabled must be 0 or 1, not {values.modem_enabled}")
+        refuse("ET94", f"modem enabled must be 0 or 1, not {values.modem_enabled}")
     pin = values.sim_pin
     if pin and not (pin.isdigit() and len(pin) >= 4):
-        _refuse("ET94", "a SIM PIN is 4 or more digits")
+        refuse("ET94", "a SIM PIN is 4 or more digits")
     return values
 
 
@@ -489,16 +484,16 @@ def _et97_apply(meter, values, ctx):
     for mep in (1, 2):
         mode = values.get(f"mep{mep}_id_comparison_mode", 0)
         if mode > 3:
-            _refuse("ET97", f"MEP {mep} ID comparison mode {mode} is not 0-3")
+            refuse("ET97", f"MEP {mep} ID comparison mode {mode} is not 0-3")
     for index, relay in enumerate(values.get("relays", [])):
         maintenance = relay.maintenance
         hour, minute = relay.maintenance_exit_time
         if relay.relay_mode["mode"] > 1:
-            _refuse("ET97", f"relay {index + 1} mode {relay.relay_mode['mode']} is reserved")
+            refuse("ET97", f"relay {index + 1} mode {relay.relay_mode['mode']} is reserved")
         if maintenance["entry"] > 1 or maintenance["display"] > 2 or maintenance["exit"] > 2:
-            _refuse("ET97", f"relay {index + 1} maintenance mode uses a reserved value")
+            refuse("ET97", f"relay {index + 1} maintenance mode uses a reserved value")
         if hour > 23 or minute > 59:
-            _refuse("ET97", f"relay {index + 1} maintenance exit time {hour}:{minute}")
+            refuse("ET97", f"relay {index + 1} maintenance exit time {hour}:{minute}")
     if ctx.key is Key.MAK and "require_tls_optical" in values:
         current = _et97_layout(meter).parse(meter.table_bytes(et(97), ctx.now))
         for name in _TLS_FIELDS:

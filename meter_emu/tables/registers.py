@@ -22,7 +22,7 @@ from ..device.access import CONFIGURERS, READERS, Key
 from ..device.errors import ResponseCode, ServiceError
 from ..provenance import c1219, designed, documented
 from .basic import _bt23_layout
-from .catalog import CATALOG, bt, declare, et
+from .catalog import bt, CATALOG, declare, et, zeros
 from .dimensions import firmware, firmware_at_least, product_dimensions
 
 #: Tables the MEP guide does not give MEP keys for: the optical keys (OPG p.60-63) and the
@@ -38,11 +38,6 @@ def _published(meter, table_id: int):
 def _actual_register(meter):
     """BT21: self reads, demands, present demands and values configured now."""
     return _published(meter, bt(21))
-
-
-def _zeros(layout):
-    """A table's values when every byte is zero: empty snapshots and logs, no times."""
-    return layout.parse(bytes(layout.sizeof()))
 
 
 
@@ -71,7 +66,7 @@ declare(
     bt(13), "Demand Control",
     read=OPTICAL_READERS,
     layout=_bt13_layout,
-    render=lambda meter, now: _zeros(_bt13_layout(meter)),  # EP32/33 (later) configure demand
+    render=lambda meter, now: zeros(_bt13_layout(meter)),  # EP32/33 (later) configure demand
     provenance=c1219(
         "DEMAND_CONTROL_TBL (reset exclusion, power-fail times, then SUB_INT/INT_MULTIPLIER per "
         "demand), placing BT13.4/BT13.5 where MEP p.114 (ET42.19-20) cites them; sized by BT21.4"
@@ -196,7 +191,7 @@ declare(
     layout=_snapshot_layout,
     # Stored: a client may write it on most firmware, so the meter keeps the image; the TOU
     # engine (later work) stores its season-change snapshot of BT23 here.
-    defaults=lambda meter: _zeros(_snapshot_layout(meter)),
+    defaults=lambda meter: zeros(_snapshot_layout(meter)),
     apply=_bt24_apply,
     provenance=documented("MEP p.211-212; OPG p.60 (write MK, PK except on firmware 3.7x, 4.10+)"),
 )
@@ -205,7 +200,7 @@ declare(
     bt(25), "Previous Demand Reset Data",
     read=READERS,
     layout=_snapshot_layout,
-    render=lambda meter, now: _zeros(_snapshot_layout(meter)),  # the demand engine (later)
+    render=lambda meter, now: zeros(_snapshot_layout(meter)),  # the demand engine (later)
     provenance=documented("MEP p.212; OPG p.60 (same STIME_DATE + season + BT23 image as BT24)"),
 )
 
@@ -224,7 +219,7 @@ def _bt26_layout(meter):
 def _bt26_render(meter, now):
     """An empty circular list of BT21.2 entries; the TOU engine (later work) takes the self
     reads. List type reads FALSE while BT21.2 is 0 (OPG p.28)."""
-    values = _zeros(_bt26_layout(meter))
+    values = zeros(_bt26_layout(meter))
     values.flags = dict(list_type=int(_actual_register(meter).self_reads > 0))
     return values
 
@@ -359,7 +354,7 @@ def _et41_layout(meter):
 
 def _et41_render(meter, now):
     """An empty circular log; demand resets (later work) append to it and copy to BT25."""
-    values = _zeros(_et41_layout(meter))
+    values = zeros(_et41_layout(meter))
     values.flags = dict(list_type=1)
     return values
 
@@ -415,7 +410,7 @@ declare(
     read=OPTICAL_READERS,
     write={Key.MK, Key.PK, Key.PLC},
     layout=_et48_layout,
-    defaults=lambda meter: _zeros(_et48_layout(meter)),
+    defaults=lambda meter: zeros(_et48_layout(meter)),
     apply=_et48_apply,
     provenance=designed(
         "only its entry count (ET11.23, MEP p.79) and ET42.10.3 'demand configured' (MEP p.113) "

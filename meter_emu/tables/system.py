@@ -20,7 +20,7 @@ from ..datatypes import UINT8, UINT16, UINT32, BitSet, Bits, Date, LTimeDate
 from ..device.access import CONFIGURERS, READERS, Key
 from ..device.errors import ResponseCode, ServiceError
 from ..provenance import designed, documented
-from .catalog import declare, et
+from .catalog import declare, et, zeros
 from .dimensions import firmware, firmware_at_least, product_dimensions
 
 
@@ -45,11 +45,6 @@ def _keep(meter, table_id, layout, values, ctx, names):
         else:
             values[field] = current[field]
     return values
-
-
-def _zeros(layout):
-    """Every field of ``layout`` as an all-zero image decodes: zeros, zero bytes, None times."""
-    return layout.parse(bytes(layout.sizeof()))
 
 
 def _reserved(layout) -> list[str]:
@@ -401,7 +396,7 @@ def _et54_layout(meter):
 def _et54_render(meter, now):
     """A freshly commissioned meter's status. The relay, tariff, load profile and MEP
     transaction subsystems will fill their fields; ET79's size is the history log's."""
-    values = _zeros(_et54_layout(meter))
+    values = zeros(_et54_layout(meter))
     values.interface_compatibility.update(
         # several load profile data sets came with 3.50 (ET55 Primary Load Profile Index)
         multiple_load_profile_data_sets=int(firmware_at_least(meter, "3.50")),
@@ -581,7 +576,7 @@ _ET55_METER_CONTROLLED = (
 
 
 def _et55_defaults(meter):
-    values = _zeros(_et55_layout(meter))
+    values = zeros(_et55_layout(meter))
     values.update((name, value) for name, value in _ET55_DEFAULTS.items() if name in values)
     return values
 

@@ -14,20 +14,14 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from typing import NoReturn
 
 from construct import Array, Bytes, Int16sl, Int32sl, Struct
 
 from ..datatypes import UINT8, UINT16, UINT32, Bits, LTimeDate, Time
 from ..device.access import CONFIGURERS, READERS, Key
-from ..device.errors import ResponseCode, ServiceError
 from ..provenance import c1219, designed, documented
-from .catalog import bt, declare, et
+from .catalog import bt, declare, et, refuse
 from .dimensions import firmware_at_least, product_dimensions
-
-
-def _refuse(label: str, why: str) -> NoReturn:
-    raise ServiceError(ResponseCode.ERR, f"{label}: {why}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,7 +101,7 @@ def time_zone_offset_minutes(meter, now: float) -> int:
 
 def _bt53_apply(meter, values, ctx):
     if values.time_zone_offset_minutes not in TIME_ZONE_OFFSET_RANGE:
-        _refuse("BT53", f"time zone offset {values.time_zone_offset_minutes} min is outside "
+        refuse("BT53", f"time zone offset {values.time_zone_offset_minutes} min is outside "
                         "-12 h..+14 h")
 
 
@@ -206,19 +200,19 @@ def _check_ansi_date(date, where):
     try:
         dt.date(2000 + date["year"], date["month"], date["day"])
     except ValueError:
-        _refuse("BT54", f"{where}: {date} is not a date")
+        refuse("BT54", f"{where}: {date} is not a date")
 
 
 def _check_rdate(date, where):
     month = date["month"]
     if month == 0:
-        _refuse("BT54", f"{where}: an unassigned date cannot schedule an action")
+        refuse("BT54", f"{where}: an unassigned date cannot schedule an action")
     if month <= 13:  # a day of one month, or of every month (13)
         last_day = calendar.monthrange(2000, month)[1] if month <= 12 else 31  # 2000: Feb 29
         if not 1 <= date["day"] <= last_day:
-            _refuse("BT54", f"{where}: day {date['day']} does not exist in month {month}")
+            refuse("BT54", f"{where}: day {date['day']} does not exist in month {month}")
     elif month == 14 and date["weekday"] > 6:
-        _refuse("BT54", f"{where}: a weekly date needs a weekday 0..6")
+        refuse("BT54", f"{where}: a weekly date needs a weekday 0..6")
 
 
 def _bt54_apply(meter, values, ctx):
@@ -226,34 +220,34 @@ def _bt54_apply(meter, values, ctx):
     as zeros. Acting on the calendar is the TOU engine's work."""
     new_format = bool(values.recurring_dates[0].action["tou_format"])
     if new_format and not _new_tou_format(meter):
-        _refuse("BT54", "the 12-season TOU format needs firmware 3.50 or newer")
+        refuse("BT54", "the 12-season TOU format needs firmware 3.50 or newer")
     actions = _valid_actions(meter, new_format)
     for i, record in enumerate(values.non_recurring_dates):
         if record.date == dict(year=0, month=0, day=0) and not _schedules_something(record.action):
             continue
         if not new_format:
-            _refuse("BT54", "the old TOU format has no non-recurring dates")
+            refuse("BT54", "the old TOU format has no non-recurring dates")
         _check_ansi_date(record.date, f"non-recurring date {i}")
         if record.action["action"] not in actions:
-            _refuse("BT54", f"non-recurring date {i}: action {record.action['action']} invalid")
+            refuse("BT54", f"non-recurring date {i}: action {record.action['action']} invalid")
     for i, record in enumerate(values.recurring_dates):
         if _schedules_something(record.action):
             _check_rdate(record.date, f"recurring date {i}")
         if record.action["action"] not in actions:
-            _refuse("BT54", f"recurring date {i}: action {record.action['action']} invalid")
+            refuse("BT54", f"recurring date {i}: action {record.action['action']} invalid")
     for i, record in enumerate(values.tier_switches):
         switch = record.switch
         if switch["tier"] >= meter.dims.tiers:
-            _refuse("BT54", f"tier switch {i}: tier {switch['tier']} (BT21 has "
+            refuse("BT54", f"tier switch {i}: tier {switch['tier']} (BT21 has "
                             f"{meter.dims.tiers} tiers)")
         if switch["hour"] > 23 or switch["minute"] > 59:
-            _refuse("BT54", f"tier switch {i}: {switch['hour']}:{switch['minute']:02d} "
+            refuse("BT54", f"tier switch {i}: {switch['hour']}:{switch['minute']:02d} "
                             "is not a time of day")
     day_schedules = product_dimensions(meter).tier_switches // SWITCHES_PER_DAY_SCHEDULE
     for i, season in enumerate(values.season_schedules):
         for day in _SEASON_SCHEDULE.subcons:
             if season[day.name] >= day_schedules:
-                _refuse("BT54", f"season {i} {day.name}: day schedule {season[day.name]} is not "
+                refuse("BT54", f"season {i} {day.name}: day schedule {season[day.name]} is not "
                                 f"one of 0..{day_schedules - 1}")
     return values
 
@@ -304,13 +298,13 @@ def _second_relay(meter) -> bool:
 def _et05_apply(meter, values, ctx):
     for tier, rate in enumerate(values.prepay_tier_rates, start=1):
         if rate > MAX_PREPAY_RATE:
-            _refuse("ET05", f"prepay rate of tier {tier} {rate} exceeds {MAX_PREPAY_RATE}")
+            refuse("ET05", f"prepay rate of tier {tier} {rate} exceeds {MAX_PREPAY_RATE}")
     modes = values.relay_calendar_modes
     for relay in ("relay_1", "relay_2"):
         if modes[relay] not in RELAY_CALENDAR_MODES:
-            _refuse("ET05", f"{relay} calendar mode {modes[relay]} is not one of 0..3")
+            refuse("ET05", f"{relay} calendar mode {modes[relay]} is not one of 0..3")
     if modes["relay_2"] and not _second_relay(meter):
-        _refuse("ET05", "this firmware has one control relay")
+        refuse("ET05", "this firmware has one control relay")
     return values
 
 
@@ -389,7 +383,7 @@ _ET30 = Struct(
 
 def _et30_apply(meter, values, ctx):
     if values.reconnect_lockout < MIN_RECONNECT_LOCKOUT_S:
-        _refuse("ET30", f"reconnect lockout {values.reconnect_lockout} s is below "
+        refuse("ET30", f"reconnect lockout {values.reconnect_lockout} s is below "
                         f"{MIN_RECONNECT_LOCKOUT_S} s")
     values.status = _ET30.parse(meter.table_bytes(et(30), ctx.now)).status  # meter-controlled
     return values
@@ -465,10 +459,10 @@ _ET47 = Struct(
 
 def _et47_apply(meter, values, ctx):
     if values.tariff != CANCEL_OVERRIDE and values.tariff >= meter.dims.tiers:
-        _refuse("ET47", f"tariff {values.tariff}: the meter has {meter.dims.tiers} tiers "
+        refuse("ET47", f"tariff {values.tariff}: the meter has {meter.dims.tiers} tiers "
                         f"({CANCEL_OVERRIDE} cancels)")
     if values.cancellation not in CANCELLATION_TYPES:
-        _refuse("ET47", f"cancellation type {values.cancellation} is not one of 0..3")
+        refuse("ET47", f"cancellation type {values.cancellation} is not one of 0..3")
 
 
 declare(
@@ -503,7 +497,7 @@ def _et61_apply(meter, values, ctx):
     for relay, switches in enumerate(values.relays, start=1):
         for i, switch in enumerate(switches):
             if switch["hour"] > 23 or switch["minute"] > 59:
-                _refuse("ET61", f"relay {relay} switch {i}: {switch['hour']}:"
+                refuse("ET61", f"relay {relay} switch {i}: {switch['hour']}:"
                                 f"{switch['minute']:02d} is not a time of day")
     return values
 
