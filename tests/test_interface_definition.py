@@ -66,6 +66,8 @@ def test_et36_matches_the_log_tables_it_describes(client):
      "load_profile.interval_minutes=5", "load_profile.blocks=10"),
     ("identity.firmware_version=4.30.01", "load_profile.data_sets=2",
      "load_profile.channels=2", "load_profile.sources=[1,0]"),
+    ("load_profile.channels=12", "load_profile.sources=[0,1,2,3,4,5,6,7,26,27,28,108]"),
+    ("identity.firmware_version=2.10.00",),  # ET21 without sources 8-15, options, block start
 ])
 def test_et42_agrees_with_the_root_tables(overrides):
     meter, client = connect(*overrides)
@@ -95,3 +97,23 @@ def test_et42_agrees_with_the_root_tables(overrides):
         assert raw[fsl + 3 * i] == current and u16(raw, fsl + 3 * i + 1) == size
     sources = fsl + 3 * len(LOGS)  # no demand or coincident sources (BT21.4 = BT21.5 = 0)
     assert [u16(raw, sources + 2 * i) for i in range(lp.channels)] == lp.sources
+
+
+def test_a_changed_interface_bumps_the_idt_version_and_raises_dimension_change():
+    """MEP p.110: any change of ET42 increments ET04.116 and sets BT03 "Dimension Change"."""
+    from meter_emu.device.meter import MeterState
+
+    first = Meter(load_profile())
+    assert "dimension_change" not in first.state.alarms
+    saved = first.state.to_doc()
+
+    same = Meter(load_profile(), MeterState.from_doc(saved))  # a plain restart changes nothing
+    assert same.system_info().idt_version == 0 and not same.state.alarms
+
+    reconfigured = Meter(load_profile(overrides=["load_profile.interval_minutes=5"]),
+                         MeterState.from_doc(saved))
+    assert reconfigured.system_info().idt_version == 1
+    client = LinkClient(optical_protocol(reconfigured, ManualClock()))
+    client.logon(MK)
+    assert client.read(3)[7] & 0x01  # BT03 byte 7 bit 0: Dimension Change (OPG p.47)
+    assert client.read(et(4), 116, 1) == b"\x01"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import hmac
 import logging
 from dataclasses import dataclass, field
@@ -35,6 +36,9 @@ from .access import Key, allows
 from .errors import ResponseCode, ServiceError
 
 log = logging.getLogger(__name__)
+
+#: ET42 does not depend on the time; this instant only gives the tables it reads a valid date.
+INTERFACE_REFERENCE_TIME = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 REGISTER_NAMES = (
     "fwd_active_wh",
@@ -65,6 +69,7 @@ class MeterState:
     mep_sequence: int | None = None  # next MEP sequence number expected (None: the profile's)
     pending: list[dict] = field(default_factory=list)  # pending-table slots (device/pending.py)
     last_activation: float | None = None  # meter UTC second of the last pending activation
+    interface_digest: str | None = None  # digest of ET42 when last checked (see check_interface)
 
     def to_doc(self) -> dict:
         return {
@@ -82,6 +87,7 @@ class MeterState:
             "mep_sequence": self.mep_sequence,
             "pending": pending.to_doc(self.pending),
             "last_activation": self.last_activation,
+            "interface_digest": self.interface_digest,
         }
 
     @classmethod
@@ -101,6 +107,7 @@ class MeterState:
             mep_sequence=doc.get("mep_sequence"),
             pending=pending.from_doc(doc.get("pending", [])),
             last_activation=doc.get("last_activation"),
+            interface_digest=doc.get("interface_digest"),
         )
 
 
@@ -116,6 +123,7 @@ class Meter:
         self.state = state
         self.dirty = False
         self._drop_mismatched_tables()
+        self.check_interface()
 
     def _drop_mismatched_tables(self) -> None:
         """Stored table images that no longer fit their layout (the profile's dimensions
@@ -126,6 +134,25 @@ class Meter:
                 log.warning("meter %s: stored %s no longer matches its layout; using defaults",
                             self.id, label(table_id))
                 del self.state.tables[table_id]
+
+    def check_interface(self) -> None:
+        """ET42 describes every dimension a reader relies on. When what it says changes (the
+        profile's load profile or firmware version changed across a restart, a reconfiguration),
+        the meter increments ET04's IDT Version and raises BT03 "Dimension Change" (MEP p.110)."""
+        image = self.table_bytes(et(42), INTERFACE_REFERENCE_TIME)
+        digest = hashlib.sha256(image).hexdigest()[:16]
+        previous, self.state.interface_digest = self.state.interface_digest, digest
+        if previous is None or previous == digest:
+            return
+        system = CATALOG[et(4)]
+        layout = system.layout_for(self)
+        values = layout.parse(self.table_bytes(et(4), INTERFACE_REFERENCE_TIME))
+        values.idt_version = (values.idt_version + 1) & 0xFF
+        self.state.tables[et(4)] = layout.build(values)
+        self.raise_alarm("dimension_change")
+        self.dirty = True
+        log.warning("meter %s: the interface definition (ET42) changed; IDT version now %d",
+                    self.id, values.idt_version)
 
     # ---- clock -------------------------------------------------------------------------
     def utc(self, now: float) -> dt.datetime:

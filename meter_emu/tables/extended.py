@@ -356,14 +356,22 @@ def _subcon(struct, name: str):
 def _lp_values(meter, geometry, extended) -> dict:
     """One data set's ET42 fields from its ET21 element and BT61 element."""
     et21_set = _subcon(CATALOG[et(21)].layout_for(meter), "data_sets").subcon
-    options = _subcon(et21_set, "options").build(geometry.options)[0]
+    options = 0  # ET21.93 and the block start (ET21.89/90) came with firmware 3.10
+    if "options" in geometry:
+        options = _subcon(et21_set, "options").build(geometry.options)[0]
     return dict(block_size=geometry.block_size, number_of_blocks=extended.number_of_blocks,
                 number_of_channels=geometry.number_of_channels,
                 interval_duration=geometry.interval_time, interval_size=geometry.interval_size,
                 options=options, intervals_per_block=extended.number_of_intervals,
-                block_start_hour=geometry.block_start_hour,
-                block_start_minute=geometry.block_start_minute,
-                extended_sources=list(geometry.sources[:geometry.number_of_channels]))
+                block_start_hour=geometry.get("block_start_hour", 0),
+                block_start_minute=geometry.get("block_start_minute", 0),
+                extended_sources=_channel_sources(geometry))
+
+
+def _channel_sources(geometry) -> list[int]:
+    """ET21.30-37 and, for channels 8-15, ET21.70-77 (MEP p.115: the LP extended sources)."""
+    sources = list(geometry.sources) + list(geometry.get("sources_expansion", []))
+    return sources[:geometry.number_of_channels]
 
 
 def _et42_render(meter, now):
@@ -401,7 +409,7 @@ def _et42_render(meter, now):
                   for log in logs],
         demand_sources=[],  # BT21.4 = 0: no demands configured (BT22 would list them)
         coincident_sources=[],
-        load_profile_extended_sources=list(et21[0].sources[:shape["channels"][0]]),
+        load_profile_extended_sources=_channel_sources(et21[0]),
         mdtt_current_entries=len(mdt),
         mdtt_entries=mdt,
     )
