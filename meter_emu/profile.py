@@ -116,6 +116,9 @@ def _check(origin: str, ok: bool, key: str, message: str) -> None:
         raise ProfileError(f"profile {origin}: {key} {message}")
 
 
+#: BT60 Memory Length of a 256 KB meter (OPG p.29-30): what the load profile data may occupy.
+LOAD_PROFILE_MEMORY = 233_856
+
 _VERSION = re.compile(r"^\d\.\d{1,2}\.\d{1,2}$")
 
 
@@ -178,7 +181,8 @@ def _validate(origin: str, d: dict) -> None:
            "must be 1..4000")
     _check(origin, 6 <= dims["manufacturer_status_bytes"], "dimensions.manufacturer_status_bytes",
            "must be at least 6 (BT03 alarms up to offset 9)")
-    _check(origin, 6 <= dims["summations"] <= 19, "dimensions.summations", "must be 6..19")
+    _check(origin, 6 <= dims["summations"] <= 15, "dimensions.summations",
+           "must be 6..15 (the BT22 summation sources this meter knows)")
     _check(origin, 1 <= dims["tiers"] <= 8, "dimensions.tiers", "must be 1..8")
     _check(origin, 12 <= dims["present_values"] <= 84, "dimensions.present_values",
            "must be 12..84")
@@ -194,6 +198,13 @@ def _validate(origin: str, d: dict) -> None:
     _check(origin, len(lp["sources"]) == lp["channels"]
            and all(isinstance(s, int) and 0 <= s <= 255 for s in lp["sources"]),
            "load_profile.sources", "must list one source ID (0..255) per channel")
+    intervals = 1 if lp["interval_minutes"] == 1440 else 1440 // lp["interval_minutes"]
+    interval_size = lp["channels"] // 2 + 1 + 4 * lp["channels"]
+    block = 5 + (intervals + 7) // 8 + intervals * interval_size  # OPG p.35: time, status, data
+    needed = lp["data_sets"] * lp["blocks"] * block
+    _check(origin, needed <= LOAD_PROFILE_MEMORY, "load_profile.blocks",
+           f"x channels x intervals needs {needed} bytes; the meter has {LOAD_PROFILE_MEMORY} "
+           "(BT60 memory length): keep fewer blocks, channels or shorter intervals")
     for key, value in d["registers"].items():
         _check(origin, 0 <= value < 2**31, f"registers.{key}", "must be 0..2^31-1")
     _check(origin, 0 <= d["mep"]["sequence_number"] < 2**32, "mep.sequence_number",

@@ -38,6 +38,10 @@ def test_profile_file_overrides_and_set(tmp_path):
         (["clock.start=yesterday"], "clock.start"),
         (["clock.start=1999-12-31T00:00:00Z"], "clock.start"),
         (["dimensions.tiers=9"], "dimensions.tiers"),
+        (["dimensions.summations=19"], "dimensions.summations must be 6..15"),
+        (["load_profile.channels=3"], "load_profile.sources"),
+        (["load_profile.interval_minutes=7"], "load_profile.interval_minutes"),
+        (["load_profile.interval_minutes=1", "load_profile.blocks=40"], "BT60 memory length"),
         (["optical.max_packet_size=9000"], "optical.max_packet_size"),
         (["meter.id=true"], "meter.id"),  # a boolean where a string belongs
         (["identity=3"], "section.key"),
