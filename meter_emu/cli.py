@@ -131,12 +131,10 @@ def _parser() -> argparse.ArgumentParser:
 def parse_table_name(text: str) -> int:
     """'BT54' -> 54, 'ET04' -> 2052, '4150' -> 4150; ValueError with a message otherwise."""
     name = text.strip().upper()
-    try:
-        if name[:2] in ("BT", "ET") and name[2:].isdigit():
-            return int(name[2:]) + (2048 if name[:2] == "ET" else 0)
-        return int(name, 0)
-    except ValueError:
-        pass
+    if name[:2] in ("BT", "ET") and name[2:].isdigit():
+        return int(name[2:]) + (2048 if name[:2] == "ET" else 0)
+    if name.isdigit():
+        return int(name)
     raise ValueError(f"{text!r} is not a table: use BT54, ET04 or a wire ID such as 2052")
 
 

@@ -6,6 +6,8 @@ OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client De
 
 from __future__ import annotations
 
+import datetime as dt
+
 from construct import Array, Bytes, Int16ul, Struct
 
 from ..device.access import CONFIGURERS, OPEN, READERS, Key
@@ -202,8 +204,6 @@ def _bt04_layout(meter):
 
 
 def _bt04_render(meter, now):
-    import datetime as dt
-
     slots = meter.state.pending
     waiting = [s["table"] for s in slots if s["still"]]
     records = [dict(event=dict(event_code=s["ped"][0] & 0x0F, self_read=s["ped"][0] >> 4 & 1,
@@ -593,8 +593,6 @@ def _bt74_layout(meter):
 
 
 def _bt74_render(meter, now):
-    import datetime as dt
-
     st = meter.state
     size = meter.dims.history_entries
     empty = dict(time=None, sequence_number=0, user_id=0, event=dict(number=0), argument=0)

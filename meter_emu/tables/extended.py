@@ -310,8 +310,8 @@ def _lp_set(channels: int) -> Struct:
     )
 
 
-def _et42_layout(meter):
-    shape = _et42_shape(meter)
+def _et42_layout(meter, shape: dict | None = None):
+    shape = shape or _et42_shape(meter)
     fields = [
         "table_length" / UINT16,
         "fixed_section_length" / UINT8,
@@ -375,8 +375,8 @@ def _channel_sources(geometry) -> list[int]:
 
 
 def _et42_render(meter, now):
-    layout = _et42_layout(meter)
     shape = _et42_shape(meter)
+    layout = _et42_layout(meter, shape)
     bt21, bt71, et54 = _parse(meter, 21), _parse(meter, 71), _parse(meter, et(54), now)
     et21, bt61 = _parse(meter, et(21), now).data_sets, _parse(meter, 61).data_sets
     bt23 = CATALOG[23].layout_for(meter)
