@@ -70,8 +70,8 @@ async def run(profile: Profile, options: RunOptions) -> None:
         Path(options.ready_file).unlink(missing_ok=True)  # a stale file from a killed run
     store = StateStore(options.state_dir) if options.state_dir else None
     state = store.load(profile.meter.id) if store else None
-    meter = Meter(profile, state)
     clock = VirtualClock(start_time(profile), profile.clock.rate)
+    meter = Meter(profile, state, clock.now())
     meters = [meter]
 
     def persist() -> None:

@@ -85,7 +85,7 @@ def test_retransmitted_request_is_answered_from_cache_not_executed_twice(client,
     assert first == second
     assert parse_packet(first[1:])[0]["data"] == b"\x00"
     assert client.link.stats["duplicates"] == 1
-    assert [entry[3] for entry in meter.state.history] == [3]
+    assert [entry[3] for entry in meter.state.history.entries] == [3, 4, 9]  # time changed, procedure invoked
 
 
 def test_long_response_is_split_into_packets_and_waits_for_acks(client, meter, clock):

@@ -190,3 +190,36 @@ def test_missing_table_answers_iar(start_emulator, tmp_path):
             in out), out
     assert "[*] Read" in out, "the meter must still answer the next read"
     assert e2e.read_dumps(out) == [BT01_DEFAULT], out
+
+
+def test_bp10_and_ep03_through_run_procedure_show_in_the_history_log(start_emulator, tmp_path):
+    """The issue's acceptance path: termineter's run_procedure for BP10 and for EP03 (the
+    manufacturer flag is termineter's STD_VS_MFG), then BT74 read through the optical port."""
+    emu = start_emulator()
+    # a wrong password first, so EP03 has an alarm to clear (BT03 byte 5 bit 0)
+    e2e.termineter(tmp_path, e2e.termineter_preamble(emu.client_url, e2e.ZERO_PASSWORD_HEX)
+                   + ["run get_info"])
+    with e2e.c1218_session(emu.client_url) as conn:
+        assert conn.get_table_data(3)[5] & 0x01
+    target = dt.datetime(2031, 3, 4, 5, 6, 7)
+    out = e2e.termineter(tmp_path, e2e.termineter_preamble(emu.client_url, user_id=9) + [
+        "use run_procedure",
+        "set PROC_NUMBER 10",
+        f"set PARAMS {e2e.bp10_params(target).hex()}",
+        "run",
+        "set PROC_NUMBER 3",
+        "set PARAMS 0000000001",  # EP03's mask in BT03's layout: byte 5 bit 0 only
+        "set STD_VS_MFG true",
+        "run",
+        "back",
+    ])
+    assert_no_errors(out)
+    assert out.count("Received response from procedure: Procedure completed") == 2, out
+
+    with e2e.c1218_session(emu.client_url) as conn:
+        assert not conn.get_table_data(3)[5] & 0x01  # EP03 cleared the alarm
+        log = e2e.parse_bt74(conn.get_table_data(74))
+    mine = [(e.event, e.argument) for e in log.entries if e.user_id == 9]
+    assert [m for m in mine if m[0] != 12] == [(3, 0), (4, 0), (9, 10), (9, 2048 + 3)], log
+    assert mine[-1] == (12, 0), log  # termineter logged off: Communication Terminated Normally
+    assert 72 in [e.event for e in log.entries if e.user_id != 9]  # the wrong password

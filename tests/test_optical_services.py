@@ -203,7 +203,7 @@ def test_bp10_sets_the_clock_and_logs_time_changed(client, meter, clock):
     assert client.read(52)[:6] == bytes([30, 6, 15, 12, 35, 57])  # the clock keeps running
     local = client.read(55)[:6]  # BT55 is local time: UTC + 60 min in the default profile
     assert local == bytes([30, 6, 15, 13, 35, 57])
-    assert meter.state.history[-1][3] == 3
+    assert [e[3] for e in meter.state.history.entries] == [3, 4, 9]  # old, new time; invoked
 
 
 def test_bp10_local_time_qualifier_is_converted(client, meter, clock):
@@ -219,7 +219,7 @@ def test_repeated_procedure_sequence_number_is_refused(client, meter):
     params = set_time_params(dt.datetime(2030, 1, 1))
     assert client.write(7, bt07(10, 9, params)) == b"\x00"
     assert client.write(7, bt07(10, 9, params)) == bytes([ONP])
-    assert len(meter.state.history) == 1
+    assert [e[3] for e in meter.state.history.entries] == [3, 4, 9]  # time changed, invoked (once)
     assert client.write(7, bt07(10, 10, params)) == b"\x00"
 
 
@@ -236,7 +236,7 @@ def test_procedure_results(client, meter):
     assert client.read(8)[:4] == bytes([10, 0, 2, 2])  # invalid parameter (too short)
     assert client.write(7, bt07(10, 3, bytes(8))) == b"\x00"
     assert client.read(8)[:4] == bytes([10, 0, 3, 2])  # neither date nor time selected
-    assert len(meter.state.history) == 0
+    assert len(meter.state.history.entries) == 0
 
 
 def test_read_only_key_may_set_the_clock_unless_et04_forbids_it(client, meter):

@@ -44,12 +44,13 @@ def bt53_with_offset(client, minutes: int) -> bytes:
 
 
 def history(client) -> list[tuple[dt.datetime, int, int, int]]:
-    """(time, user, event, argument) of every BT74 entry, oldest first."""
+    """(time, user, event, argument) of every BT74 entry, oldest first, without the 'Procedure
+    Invoked' (9) and 'Table Written To' (10) entries every client action adds."""
     raw = client.read(BT74)
     entries = []
     for start in range(11, len(raw) - 13, 14):
         e = raw[start:start + 14]
-        if any(e):
+        if any(e) and int.from_bytes(e[10:12], "little") & 0xFFF not in (9, 10):
             entries.append((dt.datetime(2000 + e[0], *e[1:6]),
                             int.from_bytes(e[8:10], "little"),
                             int.from_bytes(e[10:12], "little") & 0xFFF,

@@ -52,23 +52,28 @@ def test_bt72_marks_exactly_the_catalog_events(client):
     standard, manufacturer = _bits(bt72[:8]), _bits(bt72[8:])
     assert standard == {n for n in EVENTS if n < 64}
     assert manufacturer == {n - 64 for n in EVENTS if n >= 64}
-    assert bt72[0] == 0x08 and bt72[8 + 1] == 0x01  # Time Changed (3), Invalid Password (72)
+    assert bt72[0] == 0x9E  # 1, 2, 3, 4, 7: power down/up, time changed (old, new), read access
+    assert bt72[8 + 1] & 0x01  # 72 Invalid Password
 
 
 def test_bt72_follows_a_new_catalog_event(meter, monkeypatch):
-    monkeypatch.setitem(EVENTS, 107, Event(107, "Load Side Voltage Detected", "phases",
-                                           designed("test")))
+    assert 111 - 64 not in _bits(meter.table_bytes(bt(72), NOW)[8:])
+    monkeypatch.setitem(EVENTS, 111, Event(111, "Test Event", "0", "a test", designed("test")))
     bt72 = meter.table_bytes(bt(72), NOW)
-    assert 107 - 64 in _bits(bt72[8:])
+    assert 111 - 64 in _bits(bt72[8:])
 
 
-def test_bt73_defaults_log_every_event_and_every_writable_table(client, meter):
+def test_bt73_defaults_log_all_but_the_chatty_events_and_every_writable_table(client, meter):
     client.logon(MK)
     bt73 = client.read(bt(73))
     bt72 = client.read(bt(72))
-    assert bt73[:27] == bt72
+    monitored = _bits(bt73[:8]) | {64 + b for b in _bits(bt73[8:27])}
+    supported = _bits(bt72[:8]) | {64 + b for b in _bits(bt72[8:27])}
+    # quiet: session accesses, the log-state alarms and the pointer updates
+    assert monitored == supported - {7, 8, 86, 92, 14, 15, 17, 19}
     bt00 = meter.table_bytes(bt(0), NOW)
-    basic_write = bt00[19 + 10 + 13 + 2 + 12:][:10]
+    basic_write = bytearray(bt00[19 + 10 + 13 + 2 + 12:][:10])
+    basic_write[0] &= ~0x80  # BT07: a procedure call is logged as Procedure Invoked
     extended_write = bt00[19 + 10 + 13 + 2 + 12 + 10:][:13]
     assert bt73[27:37] == basic_write and bt73[37:50] == extended_write
     assert len(bt73) == 8 + 19 + 10 + 13 + 2 + 12
@@ -80,7 +85,7 @@ def test_bt73_write_reads_back_and_unsupported_events_are_refused(client):
     assert client.read(bt(73), 0, 1) == b"\x00"
     before = client.read(bt(73))
     assert client.write(bt(73), b"\x01", 0) == ERR  # event 0 does not exist
-    assert client.write(bt(73), b"\x02", 8) == ERR  # manufacturer event 65 does not exist
+    assert client.write(bt(73), b"\x80", 8 + 3) == ERR  # manufacturer event 95 does not exist
     assert client.read(bt(73)) == before
 
 

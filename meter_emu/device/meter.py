@@ -27,11 +27,16 @@ from dataclasses import dataclass, field
 
 from construct import ConstructError
 
-from ..events import EVENTS, USER_NONE
+from ..events import (ALTERNATE_LOG_EVENTS, CONFIGURATION_ERROR, EVENTS, PROCEDURE_INVOKED,
+                      TABLE_WRITTEN, TIME_CHANGED, TIME_CHANGED_NEW, USER_NONE)
 from ..profile import Profile, parse_time
 from ..tables import CATALOG
+from ..tables.basic import PROCEDURE_REQUEST_TABLE
 from ..tables.catalog import PENDING_BASE, WriteContext, et, label
-from . import pending
+from ..tables.extended import increment_idt_version
+from ..tables.logs import monitoring
+from . import conditions, firmware, pending, relay
+from .history import EventLog
 from .access import Key, allows
 from .errors import ResponseCode, ServiceError
 
@@ -57,10 +62,9 @@ class MeterState:
 
     clock_offset: float = 0.0  # meter clock minus the virtual clock, seconds (BP10 moves it)
     alarms: set[str] = field(default_factory=set)
-    history: list[list[int]] = field(default_factory=list)  # [utc, seq, user, event, arg]
-    history_sequence: int = 0  # sequence number of the last entry (never reset)
-    history_unread: int = 0
-    history_overflow: bool = False
+    history: EventLog = field(default_factory=EventLog)  # BT74, the primary event log
+    alternate_log: EventLog = field(default_factory=EventLog)  # ET79
+    history_sequence: int = 0  # sequence number of the last entry of either log (never reset)
     tables: dict[int, bytes] = field(default_factory=dict)  # stored tables a client wrote
     registers: dict[str, int] = field(default_factory=dict)
     procedure_request: bytes = b""
@@ -70,15 +74,17 @@ class MeterState:
     pending: list[dict] = field(default_factory=list)  # pending-table slots (device/pending.py)
     last_activation: float | None = None  # meter UTC second of the last pending activation
     interface_digest: str | None = None  # digest of ET42 when last checked (see check_interface)
+    #: small JSON-able state owned by one subsystem each (relay, prepay, firmware, tariff, ...),
+    #: keyed by the subsystem's name; see Meter.subsystem
+    subsystems: dict[str, dict] = field(default_factory=dict)
 
     def to_doc(self) -> dict:
         return {
             "clock_offset": self.clock_offset,
             "alarms": sorted(self.alarms),
-            "history": self.history,
+            "history": self.history.to_doc(),
+            "alternate_log": self.alternate_log.to_doc(),
             "history_sequence": self.history_sequence,
-            "history_unread": self.history_unread,
-            "history_overflow": self.history_overflow,
             "tables": {str(k): v.hex() for k, v in self.tables.items()},
             "registers": self.registers,
             "procedure_request": self.procedure_request.hex(),
@@ -88,6 +94,7 @@ class MeterState:
             "pending": pending.to_doc(self.pending),
             "last_activation": self.last_activation,
             "interface_digest": self.interface_digest,
+            "subsystems": self.subsystems,
         }
 
     @classmethod
@@ -95,10 +102,10 @@ class MeterState:
         return cls(
             clock_offset=float(doc["clock_offset"]),
             alarms=set(doc["alarms"]),
-            history=[list(entry) for entry in doc["history"]],
+            history=_history_from_doc(doc),
+            alternate_log=EventLog.from_doc(doc["alternate_log"]) if "alternate_log" in doc
+            else EventLog(),
             history_sequence=int(doc["history_sequence"]),
-            history_unread=int(doc["history_unread"]),
-            history_overflow=bool(doc["history_overflow"]),
             tables={int(k): bytes.fromhex(v) for k, v in doc["tables"].items()},
             registers={k: int(v) for k, v in doc["registers"].items()},
             procedure_request=bytes.fromhex(doc["procedure_request"]),
@@ -108,11 +115,25 @@ class MeterState:
             pending=pending.from_doc(doc.get("pending", [])),
             last_activation=doc.get("last_activation"),
             interface_digest=doc.get("interface_digest"),
+            subsystems={k: dict(v) for k, v in doc.get("subsystems", {}).items()},
         )
 
 
+def _history_from_doc(doc: dict) -> EventLog:
+    """BT74's state; state files written before the alternate log existed kept a bare list."""
+    saved = doc["history"]
+    if isinstance(saved, dict):
+        return EventLog.from_doc(saved)
+    entries = [list(entry) for entry in saved]
+    return EventLog(entries, len(entries), int(doc.get("history_unread", 0)),
+                    bool(doc.get("history_overflow", False)), int(doc["history_sequence"]))
+
+
 class Meter:
-    def __init__(self, profile: Profile, state: MeterState | None = None):
+    def __init__(self, profile: Profile, state: MeterState | None = None,
+                 now: float | None = None):
+        """``now``: the virtual time the meter starts at, so start-up findings (a saved table
+        that no longer fits its layout) are logged; None logs nothing (listings, tests)."""
         self.profile = profile
         self.id: str = profile.meter.id
         self.dims = profile.dimensions
@@ -122,18 +143,24 @@ class Meter:
             state.registers.setdefault(name, getattr(profile.registers, name))
         self.state = state
         self.dirty = False
-        self._drop_mismatched_tables()
+        firmware.restore(self)  # the firmware a code bank switch installed, if any
+        self.drop_mismatched_tables(now)
         self.check_interface()
 
-    def _drop_mismatched_tables(self) -> None:
-        """Stored table images that no longer fit their layout (the profile's dimensions
-        changed since they were written) are dropped, so a table never reads back torn."""
+    def drop_mismatched_tables(self, now: float | None = None) -> None:
+        """Stored table images that no longer fit their layout (the profile's dimensions or the
+        firmware changed since they were written) are dropped, so a table never reads back
+        torn; with ``now``, each is logged as 'Configuration Error Detected'."""
         for table_id, raw in list(self.state.tables.items()):
             table = CATALOG.get(table_id)
             if table is None or not table.stored or len(raw) != table.layout_for(self).sizeof():
                 log.warning("meter %s: stored %s no longer matches its layout; using defaults",
                             self.id, label(table_id))
                 del self.state.tables[table_id]
+                self.dirty = True
+                if now is not None:
+                    self.raise_alarm("configuration_error")
+                    self.log_event(CONFIGURATION_ERROR.number, table_id, now)
 
     def check_interface(self) -> None:
         """ET42 describes every dimension a reader relies on. When what it says changes (the
@@ -144,15 +171,10 @@ class Meter:
         previous, self.state.interface_digest = self.state.interface_digest, digest
         if previous is None or previous == digest:
             return
-        system = CATALOG[et(4)]
-        layout = system.layout_for(self)
-        values = layout.parse(self.table_bytes(et(4), INTERFACE_REFERENCE_TIME))
-        values.idt_version = (values.idt_version + 1) & 0xFF
-        self.state.tables[et(4)] = layout.build(values)
+        idt_version = increment_idt_version(self)
         self.raise_alarm("dimension_change")
-        self.dirty = True
         log.warning("meter %s: the interface definition (ET42) changed; IDT version now %d",
-                    self.id, values.idt_version)
+                    self.id, idt_version)
 
     # ---- clock -------------------------------------------------------------------------
     def utc(self, now: float) -> dt.datetime:
@@ -172,12 +194,16 @@ class Meter:
 
         return self.utc(now) + dt.timedelta(minutes=time_zone_offset_minutes(self, now))
 
-    def set_utc(self, now: float, new_utc: dt.datetime, user_id: int = USER_NONE) -> None:
-        """Set the meter clock (BP10) and log 'time changed' with the old time's entry."""
-        self.log_event(3, 0, now, user_id)  # stamped with the old time, as meters do
+    def set_utc(self, now: float, new_utc: dt.datetime, user_id: int = USER_NONE,
+                argument: int = 0) -> None:
+        """Set the meter clock and log 'time changed' twice, as C12.19 pairs them: event 3
+        stamped with the old time, event 4 with the new one. ``argument`` is 0 for an absolute
+        time (BP10), the change in seconds for a gradual one (EP16)."""
+        self.log_event(TIME_CHANGED.number, argument, now, user_id)
         target = new_utc.replace(tzinfo=dt.timezone.utc).timestamp()
         self.state.clock_offset = target - now
         self.dirty = True
+        self.log_event(TIME_CHANGED_NEW.number, argument, now, user_id)
 
     @property
     def mep_sequence(self) -> int:
@@ -208,38 +234,84 @@ class Meter:
             return None
         return matched
 
+    def subsystem(self, name: str, **defaults) -> dict:
+        """The state dict a subsystem owns (created with ``defaults`` on first use). Values must
+        be JSON-able; whoever changes it sets ``meter.dirty``."""
+        own = self.state.subsystems.setdefault(name, {})
+        for key, value in defaults.items():
+            own.setdefault(key, value)
+        return own
+
+    def count(self, counter: str) -> None:
+        """One more of ``counter`` in the diagnostic counters EP29 reports (procedures run,
+        tables written, invalid passwords, ...)."""
+        counters = self.subsystem("diagnostics")
+        counters[counter] = counters.get(counter, 0) + 1
+        self.dirty = True
+
     def raise_alarm(self, name: str) -> None:
         if name not in self.state.alarms:
             self.state.alarms.add(name)
             self.dirty = True
 
-    def log_event(self, event: int, argument: int, now: float, user_id: int = USER_NONE) -> None:
-        """Append to the circular history log (BT74)."""
+    def log_event(self, event: int, argument: int, now: float, user_id: int = USER_NONE) -> bool:
+        """Record an event in its log if BT73 monitors it: the alternate event log (ET79) for
+        the events routed there, else the history log (BT74). Returns whether it was logged."""
         if event not in EVENTS:
             raise ValueError(f"event {event} is not in the catalog")
+        if event not in monitoring(self).events:
+            return False
         st = self.state
         st.history_sequence = (st.history_sequence + 1) & 0xFFFFFFFF
-        utc = int(now + st.clock_offset)
-        st.history.append([utc, st.history_sequence, user_id & 0xFFFF, event, argument & 0xFFFF])
-        del st.history[: max(0, len(st.history) - self.dims.history_entries)]
-        if st.history_unread >= self.dims.history_entries:
-            st.history_overflow = True
-        else:
-            st.history_unread += 1
+        entry = [int(now + st.clock_offset), st.history_sequence, user_id & 0xFFFF, event,
+                 argument & 0xFFFF]
+        target = st.alternate_log if event in ALTERNATE_LOG_EVENTS else st.history
+        target.append(entry, self.dims.history_entries)
         self.dirty = True
         log.info("meter %s: event %d %s (argument %d)", self.id, event, EVENTS[event].name,
                  argument)
+        if target is st.history:
+            self._history_alarms(now)
+        return True
+
+    def log_access(self, event: int, number: int, now: float, user_id: int) -> None:
+        """'Procedure Invoked' (9) or 'Table Written To' (10), if BT73 monitors that procedure
+        or table as well as the event."""
+        watched = monitoring(self)
+        if event == PROCEDURE_INVOKED.number:
+            subjects, subject = watched.procedures, number
+        else:  # a pending table (4096 + ID) is watched as its table; the argument says pending
+            subjects, subject = watched.tables, number % PENDING_BASE
+        if subject in subjects:
+            self.log_event(event, number, now, user_id)
+
+    def _history_alarms(self, now: float) -> None:
+        """BT03 'Event Log Unread Entries' while BT74 has unread entries, 'Event Log Overflow
+        Pending' once they fill the log (OPG p.46-47)."""
+        unread, size = self.state.history.unread, self.dims.history_entries
+        if unread and "event_log_unread_entries" not in self.state.alarms:
+            conditions.begin(self, "event_log_unread_entries", now)
+        if unread >= size and "event_log_overflow_pending" not in self.state.alarms:
+            conditions.begin(self, "event_log_overflow_pending", now)
+
+    def history_read(self) -> None:
+        """After BP04/BP05 moved BT74's pointers: drop the alarms that no longer hold."""
+        if self.state.history.unread < self.dims.history_entries:
+            conditions.end(self, "event_log_overflow_pending")
+        if self.state.history.unread == 0:
+            conditions.end(self, "event_log_unread_entries")
 
     # ---- timed actions ------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """The virtual instant of the meter's next timed action (the runner sleeps until it)."""
-        due = pending.next_due(self)
-        return None if due is None else due - self.state.clock_offset
+        dues = [due for due in (pending.next_due(self), relay.next_due(self)) if due is not None]
+        return min(dues) - self.state.clock_offset if dues else None
 
     def advance(self, now: float) -> None:
         """Carry out every timed action due by ``now``, each at its own instant. Called before
         each service, so no client ever sees a state that should already have changed."""
         pending.activate_due(self, now)
+        relay.run_due(self, now)
 
     # ---- table services -----------------------------------------------------------------
     def _table(self, table_id: int):
@@ -292,15 +364,17 @@ class Meter:
             raise ServiceError(ResponseCode.ISC, f"{label(table_id)} is not writable with {ctx.key}")
         if table_id >= PENDING_BASE:
             pending.write(self, table_id, data, ctx, offset)
-            return
-        old = self.table_bytes(table_id, ctx.now)
-        if offset >= len(old):
-            raise ServiceError(
-                ResponseCode.IAR, f"offset {offset} is past the end of {table.label} ({len(old)})"
-            )
-        data = data[: len(old) - offset]
-        new = old[:offset] + data + old[offset + len(data):]
-        self.store_table(table, new, dataclasses.replace(ctx, written=data, offset=offset))
+        else:
+            old = self.table_bytes(table_id, ctx.now)
+            if offset >= len(old):
+                raise ServiceError(ResponseCode.IAR,
+                                   f"offset {offset} is past the end of {table.label} ({len(old)})")
+            data = data[: len(old) - offset]
+            new = old[:offset] + data + old[offset + len(data):]
+            self.store_table(table, new, dataclasses.replace(ctx, written=data, offset=offset))
+        if table_id != PROCEDURE_REQUEST_TABLE:  # a BT07 write counts as a procedure
+            self.count("tables_written")
+        self.log_access(TABLE_WRITTEN.number, table_id, ctx.now, ctx.user_id)
 
     def store_table(self, table, new: bytes, ctx: WriteContext) -> None:
         """Make ``new`` the table's image: it must parse with the layout and pass the table's own

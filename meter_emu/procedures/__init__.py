@@ -15,7 +15,7 @@ import logging
 from construct import ConstructError
 
 from ..device.errors import ResponseCode, ServiceError
-from . import basic  # noqa: F401  (registers the basic procedures)
+from ..events import PROCEDURE_INVOKED
 from .catalog import PROCEDURES, ProcedureFailed, Result, ResultCode, label
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def initiate(meter, written: bytes, ctx) -> Result:
     if state.last_psn == psn:
         raise ServiceError(ResponseCode.ONP, f"procedure sequence number {psn} repeated")
     state.last_psn = psn
+    meter.count("procedures")
     state.procedure_request = bytes(written)
     result = _run(meter, number, written[3:], ctx)
     if selector != SELECTOR_DO_NOT_POST and not (
@@ -61,10 +62,17 @@ def _run(meter, number: int, params: bytes, ctx) -> Result:
         log.info("meter %s: %s parameters refused: %s", meter.id, proc.label, exc)
         return Result(ResultCode.INVALID_PARAMETER)
     try:
-        return proc.run(meter, values, ctx)
+        result = proc.run(meter, values, ctx)
     except ProcedureFailed as failure:
         log.info("meter %s: %s failed: %s", meter.id, proc.label, failure.reason)
         return Result(failure.code)
+    if result.code in (ResultCode.COMPLETED, ResultCode.NOT_COMPLETED):  # it was carried out
+        meter.log_access(PROCEDURE_INVOKED.number, number, ctx.now, ctx.user_id)
+    return result
 
+
+# Importing a module registers its procedures. Last, because they use the tables, whose BT07
+# imports ``initiate`` from here.
+from . import basic, firmware, logs, mep, metering, relay, system  # noqa: E402, F401
 
 __all__ = ["PROCEDURES", "initiate", "Result", "ResultCode", "ProcedureFailed"]

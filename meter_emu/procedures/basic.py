@@ -95,3 +95,47 @@ declare(bp(14), "Clear All Pending Tables", execute=_PENDING_KEYS, params=Struct
         run=_clear, provenance=c1219("ANSI C12.19 standard procedure, no parameters"))
 declare(bp(15), "Clear Specific Pending Tables", execute=_PENDING_KEYS, params=_PED,
         run=_clear, provenance=documented("OPG p.11-12 (request = PED; result 1 if none matched)"))
+
+
+# ---------------------------------------------------------------------------------------
+# BP09 Remote Reset (C12.19: demand reset, self read, season change in one call)
+
+_REMOTE_RESET = Struct(
+    "actions" / Bits(1, demand_reset=0, self_read=1, season_change=2, new_season=(3, 4)),
+)
+MAX_SEASONS = 4  # BT54's seasons 0..3 (Echelon user's guide: event 24's argument)
+
+
+def _remote_reset(meter, p, ctx) -> Result:
+    """C12.19's remote reset: the self read first (so it holds the values before the reset),
+    then the demand reset (BT25/ET41 snapshot, event 20), then the change to the new season
+    (BT55's season, event 24 with the season). At least one action must be selected."""
+    from ..events import SEASON_CHANGE
+    from ..tables.registers import TARIFF, billing_state
+    from . import metering
+
+    actions = p.actions
+    if not (actions["demand_reset"] or actions["self_read"] or actions["season_change"]):
+        raise ProcedureFailed(ResultCode.INVALID_PARAMETER, "no action selected")
+    if actions["season_change"] and actions["new_season"] >= MAX_SEASONS:
+        raise ProcedureFailed(ResultCode.INVALID_PARAMETER,
+                              f"season {actions['new_season']}: the calendar has 0..3")
+    if actions["self_read"]:
+        metering.record_self_read(meter, ctx)
+    if actions["demand_reset"]:
+        metering.demand_reset(meter, ctx)
+    if actions["season_change"]:
+        billing_state(meter, TARIFF)["season"] = actions["new_season"]
+        meter.dirty = True
+        meter.log_event(SEASON_CHANGE.number, actions["new_season"], ctx.now, ctx.user_id)
+    return Result(ResultCode.COMPLETED)
+
+
+declare(
+    bp(9), "Remote Reset",
+    execute={Key.MK, Key.PK, Key.MAK, Key.PLC},
+    params=_REMOTE_RESET,
+    run=_remote_reset,
+    provenance=c1219("ACTION_FLAG: DEMAND_RESET_FLAG (bit 0), SELF_READ_FLAG (1), "
+                     "SEASON_CHANGE_FLAG (2), NEW_SEASON (3..6); NES lists no layout"),
+)

@@ -9,7 +9,7 @@ raises ``ProcedureFailed``; the device model posts either into BT08.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from construct import Construct
@@ -67,6 +67,17 @@ class Procedure:
     run: Callable[[Any, Any, Any], Result]
     #: extra rule on top of ``execute`` (e.g. RK may set the clock only if ET04.71.0 = 0)
     also_allowed: Callable[[Any, Any], bool] | None = None
+    #: procedure-specific meanings of result codes (beyond the C12.19 ones, or refining them)
+    results: dict[int, str] = field(default_factory=dict)
+    #: layout of the response data posted in BT08 after the result code (None: no data)
+    response: Construct | None = None
+    #: False for procedures that must not run inside a transaction (MEP p.43: BP05, EP16)
+    idempotent: bool = True
+
+    @property
+    def effect(self) -> str:
+        """What the procedure does, from its implementation's docstring (declared once)."""
+        return " ".join((self.run.__doc__ or "").split())
 
     @property
     def label(self) -> str:
@@ -81,9 +92,12 @@ class Procedure:
 PROCEDURES: dict[int, Procedure] = {}
 
 
-def declare(number, name, *, execute, params, provenance, run, also_allowed=None) -> Procedure:
+def declare(number, name, *, execute, params, provenance, run, also_allowed=None,
+            results=None, response=None, idempotent=True) -> Procedure:
     if number in PROCEDURES:
         raise ValueError(f"{label(number)} declared twice")
+    if not (run.__doc__ or "").strip():
+        raise ValueError(f"{label(number)}: its run function needs a docstring (the effect)")
     proc = Procedure(
         number=number,
         name=name,
@@ -92,6 +106,9 @@ def declare(number, name, *, execute, params, provenance, run, also_allowed=None
         provenance=provenance,
         run=run,
         also_allowed=also_allowed,
+        results=dict(results or {}),
+        response=response,
+        idempotent=idempotent,
     )
     PROCEDURES[number] = proc
     return proc

@@ -169,8 +169,10 @@ def _bt03_layout(meter):
 
 
 def _bt03_render(meter, now):
+    from ..procedures.system import mode_flags  # byte 0: the mode EP35 sets
+
     active = meter.state.alarms
-    values = {"mode": {"metering_mode": 1}}
+    values = {"mode": mode_flags(meter)}
     for sub in _bt03_layout(meter).subcons[1:]:
         values[sub.name] = {name: int(name in active) for name in sub.subcon.fields}
     return values
@@ -329,6 +331,9 @@ def _bt07_render(meter, now):
     return _bt07_layout(meter).parse(raw)
 
 
+PROCEDURE_REQUEST_TABLE = bt(7)
+
+
 def _bt07_apply(meter, values, ctx):
     if ctx.offset != 0:
         raise ServiceError(ResponseCode.ERR, "BT07 must be written from offset 0")
@@ -413,14 +418,8 @@ declare(
     bt(21), "Actual Register",
     read=READERS,
     layout=_REGISTER_DIMENSIONS,
-    render=lambda meter, now: dict(
-        flags=dict(season_info=1, date_time=1),
-        self_read_flags=dict(daily_self_read=1, weekly_self_read=1),
-        self_reads=0, summations=meter.dims.summations, demands=0, coincident_values=0,
-        occurrences=1, tiers=meter.dims.tiers, present_demands=0,
-        present_values=meter.dims.present_values,
-    ),
-    provenance=documented("OPG p.22-23"),
+    render=lambda meter, now: _bt21_render(meter),
+    provenance=documented("OPG p.22-23 (self reads: as many as EP32 configured)"),
 )
 
 declare(
@@ -537,13 +536,32 @@ declare(
         "status" / Bits(2, current_tier=(0, 3), tier_drive=(6, 2), special_schedule=(8, 4),
                         season=(12, 4)),
     ),
-    render=lambda meter, now: dict(
-        time=meter.local(now),
-        flags=dict(day_of_week=_day_of_week(meter.local(now)), tz_applied=1, dst_applied=1),
-        status=dict(current_tier=0),
-    ),
-    provenance=documented("MEP p.230-231 (tier and season stay 0 until the TOU engine runs)"),
+    render=lambda meter, now: _bt55_render(meter, now),
+    provenance=documented("MEP p.230-231 (tier and tier drive from EP05 or the calendar; season "
+                          "from the tariff state)"),
 )
+
+
+def _bt21_render(meter):
+    from .registers import configured_self_reads  # registers builds on this module
+
+    return dict(
+        flags=dict(season_info=1, date_time=1),
+        self_read_flags=dict(daily_self_read=1, weekly_self_read=1),
+        self_reads=configured_self_reads(meter), summations=meter.dims.summations, demands=0,
+        coincident_values=0, occurrences=1, tiers=meter.dims.tiers, present_demands=0,
+        present_values=meter.dims.present_values,
+    )
+
+
+def _bt55_render(meter, now):
+    from .registers import current_season, tier_status  # registers builds on this module
+
+    tier, drive = tier_status(meter)
+    local = meter.local(now)
+    return dict(time=local,
+                flags=dict(day_of_week=_day_of_week(local), tz_applied=1, dst_applied=1),
+                status=dict(current_tier=tier, tier_drive=drive, season=current_season(meter)))
 
 # ---------------------------------------------------------------------------------------
 # BT70/BT71 log dimensions, BT74 history log
@@ -592,26 +610,28 @@ def _bt74_layout(meter):
     )
 
 
-def _bt74_render(meter, now):
-    st = meter.state
+def render_event_log(meter, event_log):
+    """BT74's values (and ET79's) from a device.history.EventLog."""
     size = meter.dims.history_entries
     empty = dict(time=None, sequence_number=0, user_id=0, event=dict(number=0), argument=0)
     entries = [empty] * size
-    # Circular queue: entry with sequence s sits in element (s - 1) mod size.
-    for utc, seq, user, event, arg in st.history:
-        entries[(seq - 1) % size] = dict(
+    for element, (utc, seq, user, event, arg) in event_log.placed(size):
+        entries[element] = dict(
             time=dt.datetime.fromtimestamp(utc, dt.timezone.utc).replace(tzinfo=None),
             sequence_number=seq & 0xFFFF, user_id=user, event=dict(number=event), argument=arg,
         )
-    last = (st.history_sequence - 1) % size if st.history else 0
     return dict(
-        flags=dict(overflow=int(st.history_overflow), list_type=1),
-        valid_entries=len(st.history),
-        last_entry_element=last,
-        last_entry_sequence_number=st.history_sequence,
-        unread_entries=st.history_unread,
+        flags=dict(overflow=int(event_log.overflow), list_type=1),
+        valid_entries=len(event_log.entries),
+        last_entry_element=event_log.last_element(size),
+        last_entry_sequence_number=event_log.last_sequence,
+        unread_entries=event_log.unread,
         entries=entries,
     )
+
+
+def _bt74_render(meter, now):
+    return render_event_log(meter, meter.state.history)
 
 
 declare(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from construct import Array, Bytes, Construct, FormatField, Padded, Renamed, Struct
+from construct import (Array, Bytes, Construct, FormatField, GreedyBytes, Padded, Renamed,
+                       Struct)
 
 from ..datatypes import BCD, BitSet, Bits, Chars, PackedVersion, Time, _TimeDate
 
@@ -55,6 +56,14 @@ def _type_name(con: Construct) -> str:
     if isinstance(con, Struct):
         return "record"
     return type(con).__name__
+
+
+def field_type(con: Construct) -> str:
+    """One field's type in the guides' vocabulary; 'the remaining bytes' for a greedy tail."""
+    inner = _unwrap(con)
+    if isinstance(inner, GreedyBytes.__class__):
+        return "the remaining bytes"
+    return _type_name(con)
 
 
 def _unwrap(con: Construct) -> Construct:

@@ -18,16 +18,19 @@ OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client De
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from construct import Array, Bytes, Struct
 
 from ..datatypes import NI_FMAT, UINT8, UINT16, UINT32, Bits, BitSet, LTimeDate, list_header
 from ..device.access import CONFIGURERS, READERS, Key
 from ..device.alarms import ALARMS
-from ..events import EVENTS
+from ..events import EVENTS, QUIET_BY_DEFAULT
 from ..procedures import PROCEDURES
 from ..procedures.catalog import MANUFACTURER_FLAG
 from ..provenance import c1219, designed, documented
-from .basic import _bt74_layout, _log_dimensions, _split
+from .basic import (PROCEDURE_REQUEST_TABLE, _bt74_layout, _log_dimensions, _split,
+                    render_event_log)
 from .catalog import bt, CATALOG, declare, et, EXTENDED_BASE, refuse, zeros
 from .dimensions import firmware_at_least, product_dimensions
 
@@ -112,13 +115,29 @@ def _bt73_layout(meter):
     )
 
 
+def _event_bits(meter, numbers) -> dict[str, set]:
+    bits = {"standard": set(), "manufacturer": set()}
+    for number in numbers:
+        kind, bit = event_bit(meter, number)
+        bits[kind].add(bit)
+    return bits
+
+
+#: BP04, BP05 and EP26 only move log pointers; logging them would add the unread entry the
+#: head-end just acknowledged.
+_QUIET_PROCEDURES = frozenset({4, 5, MANUFACTURER_FLAG + 26})
+
+
 def _bt73_defaults(meter):
-    """Every catalog event is logged; 'Table Written To' covers every writable table and
-    'Procedure Invoked' every procedure (the tables BT00 marks writable, its procedures)."""
-    events = _catalog_events(meter)
-    basic_tables, extended_tables = _split([n for n, t in CATALOG.items() if t.writable],
-                                           EXTENDED_BASE)
-    basic_procedures, extended_procedures = _split(PROCEDURES, MANUFACTURER_FLAG)
+    """Every catalog event is logged except the chatty ones (events.QUIET_BY_DEFAULT);
+    'Table Written To' covers every writable table but BT07 (a procedure call is logged as
+    'Procedure Invoked') and 'Procedure Invoked' every procedure but the log-pointer ones."""
+    events = _event_bits(meter, set(EVENTS) - QUIET_BY_DEFAULT)
+    basic_tables, extended_tables = _split(
+        [n for n, t in CATALOG.items() if t.writable and n != PROCEDURE_REQUEST_TABLE],
+        EXTENDED_BASE)
+    basic_procedures, extended_procedures = _split(
+        [n for n in PROCEDURES if n not in _QUIET_PROCEDURES], MANUFACTURER_FLAG)
     return dict(
         standard_events_monitored=events["standard"],
         manufacturer_events_monitored=events["manufacturer"],
@@ -131,8 +150,7 @@ def _bt73_defaults(meter):
 
 def _bt73_apply(meter, values, ctx):
     """Only what the meter has may be monitored: events of BT72, tables and procedures of
-    BT00. Meter.log_event does not consult these bitmaps yet; making it do so is the event log
-    subsystem's issue."""
+    BT00."""
     events = _catalog_events(meter)
     tables = _split(CATALOG, EXTENDED_BASE)
     procedures = _split(PROCEDURES, MANUFACTURER_FLAG)
@@ -164,17 +182,44 @@ declare(
     ),
 )
 
+@dataclass(frozen=True)
+class Monitoring:
+    """What BT73 says the meter logs: event numbers, table numbers, procedure numbers."""
+
+    events: frozenset
+    tables: frozenset
+    procedures: frozenset
+
+
+def monitoring(meter) -> Monitoring:
+    """BT73 as sets of numbers, parsed once per BT73 image (Meter.log_event asks on every
+    event)."""
+    image = meter.table_bytes(bt(73), 0.0)
+    cached = getattr(meter, "_bt73_monitoring", None)
+    if cached is not None and cached[0] == image:
+        return cached[1]
+    values = _bt73_layout(meter).parse(image)
+    standard_bits = _event_bytes(meter)[0] * 8
+    result = Monitoring(
+        events=frozenset(values.standard_events_monitored)
+        | frozenset(standard_bits + b for b in values.manufacturer_events_monitored),
+        tables=frozenset(values.standard_tables_monitored)
+        | frozenset(EXTENDED_BASE + b for b in values.manufacturer_tables_monitored),
+        procedures=frozenset(values.standard_procedures_monitored)
+        | frozenset(MANUFACTURER_FLAG + b for b in values.manufacturer_procedures_monitored),
+    )
+    meter._bt73_monitoring = (image, result)
+    return result
+
+
 # ---------------------------------------------------------------------------------------
 # ET79 History Log Data (Alternate Event Log)
 
 
 def _et79_render(meter, now):
-    """Empty until the alternate event log is fed (the event log subsystem). Its array has
-    BT71.5 entries, as the guide's record array says; ET54.80 publishes that count once the log
-    is enabled."""
-    values = zeros(_bt74_layout(meter))
-    values.flags["list_type"] = 1
-    return values
+    """BT74's syntax over the alternate log (events.ALTERNATE_LOG_EVENTS); its array has
+    BT71.5 entries, the count ET54.80 publishes."""
+    return render_event_log(meter, meter.state.alternate_log)
 
 
 declare(

@@ -21,7 +21,8 @@ import logging
 
 from ...device.access import Key
 from ...device.errors import ResponseCode, ServiceError
-from ...events import INVALID_PASSWORD
+from ...events import (ACCESSED_FOR_READ, ACCESSED_FOR_WRITE, INVALID_PASSWORD, SESSION_ABORTED,
+                       SESSION_ENDED)
 from ..table_services import OPTICAL, handle_table_service
 from .link import OVERHEAD
 
@@ -51,6 +52,7 @@ class PsemSession:
         self._reset()
 
     def _reset(self) -> None:
+        self._end_session(normally=False)
         self.state = State.BASE
         self.key: Key | None = None
         self.user_id = 0
@@ -58,6 +60,16 @@ class PsemSession:
         self.packet_size = DEFAULT_PACKET_SIZE
         self.max_packets = DEFAULT_PACKETS
         self._deadline_extension = 0.0
+        self._accessed: set[int] = set()  # events 7/8 already logged in this session
+
+    def _end_session(self, normally: bool) -> None:
+        """A logged-on session ends: 'Communication Terminated Normally' (12) after Logoff or
+        Terminate, 'Abnormally' (13) when it times out or a new Ident abandons it."""
+        if getattr(self, "state", None) is not State.SESSION:
+            return
+        event = SESSION_ENDED if normally else SESSION_ABORTED
+        self.meter.log_event(event.number, 0, self.clock.now(), self.user_id)
+        self.state = State.IDENTIFIED
 
     @property
     def in_base_state(self) -> bool:
@@ -154,9 +166,10 @@ class PsemSession:
         self._need(State.SESSION)
         self._length(apdu, 21, "security")
         key = self.meter.check_password(apdu[1:21])
-        if key is None:
+        if key is None:  # every wrong password is logged, the alarm latches until EP03
             self.key = None
             self.meter.raise_alarm("invalid_password")
+            self.meter.count("invalid_passwords")
             self.meter.log_event(INVALID_PASSWORD.number, 0, self.clock.now(), self.user_id)
             raise ServiceError(ResponseCode.ISC, "password matches no key")
         self.key = key
@@ -166,11 +179,13 @@ class PsemSession:
     def _logoff(self, apdu: bytes) -> bytes:
         self._need(State.SESSION)
         self._length(apdu, 1, "logoff")
-        self.state, self.key = State.IDENTIFIED, None
+        self._end_session(normally=True)
+        self.key = None
         return bytes([ResponseCode.OK])
 
     def _terminate(self, apdu: bytes) -> bytes:
         self._length(apdu, 1, "terminate")
+        self._end_session(normally=True)
         self._reset()
         return bytes([ResponseCode.OK])
 
@@ -183,8 +198,14 @@ class PsemSession:
     # ---- table services ----------------------------------------------------------------
     def _table_service(self, apdu: bytes) -> bytes:
         self._need(State.SESSION)
-        response = handle_table_service(OPTICAL, self.meter, apdu, self.key, self.clock.now(),
+        now = self.clock.now()
+        response = handle_table_service(OPTICAL, self.meter, apdu, self.key, now,
                                         user_id=self.user_id, port=self.port)
+        access = ACCESSED_FOR_WRITE if apdu[0] in (0x40, 0x4F) else ACCESSED_FOR_READ
+        if response[:1] == bytes([ResponseCode.OK]) and access.number not in self._accessed:
+            # once a session: its first read and first write that BT73 lets into the log
+            if self.meter.log_event(access.number, 0, now, self.user_id):
+                self._accessed.add(access.number)
         if apdu[0] in (0x40, 0x4F):
             log.info("%s: table %d written with %s", self.port,
                      int.from_bytes(apdu[1:3], "big"), self.key)
