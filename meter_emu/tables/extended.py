@@ -199,6 +199,19 @@ def _et04_apply(meter, values, ctx):
     return values
 
 
+def increment_idt_version(meter) -> int:
+    """ET04.116 IDT Version + 1 (wrapping), as EP06, EP11, EP32, EP33 and EP37 do (MEP p.65).
+    The MEP sequence number the meter expects moves on by 25 with it, so that a MEP client's
+    next request fails with Invalid Sequence Number and it re-reads the IDT (MEP p.55)."""
+    layout = _ET04
+    values = layout.parse(meter.table_bytes(et(4), 0.0))
+    values.idt_version = (values.idt_version + 1) & 0xFF
+    meter.state.tables[et(4)] = layout.build(values)
+    meter.set_mep_sequence((meter.mep_sequence + 25) & 0xFFFFFFFF)
+    meter.dirty = True
+    return values.idt_version
+
+
 declare(
     et(4), "System Information",
     read={Key.MK, Key.PK, Key.MAK, Key.MBK, Key.PLC},
@@ -211,10 +224,22 @@ declare(
 
 # ---------------------------------------------------------------------------------------
 # ET36 Manufacturer Table Actual Dimensions
+#
+# ET36 "can only be updated via EP06 or EP37" (MEP p.107) and each log's array follows its
+# "Current Entries" (MEP p.108-109). The configuration those procedures make is kept in the
+# meter's "log_dimensions" subsystem; a log layout reads it through ``log_entries`` and
+# ``log_entry_size`` with its own default, and ET36 describes the log tables as they are.
 
 #: The adjustable logs ET36 describes, in the guide's order, with their maximum entries
 #: (MEP p.108-109; the order is the one ET42's Log List follows, MEP p.114-115).
 ADJUSTABLE_LOGS = ((31, 255), (32, 255), (38, 255), (41, 255), (45, 253), (75, 253), (81, 253))
+
+#: NVM the adjustable logs share (entries x entry size over all seven). Designed: the guides give
+#: no figure. 128 KiB holds the defaults (about 5 KB) with any one log at its Max Entries and its
+#: default entry size (ET31: 255 x 306 bytes), but not ET32 or ET45 at 255 entries of 525 bytes:
+#: their maxima assume "the smallest meaningful entry size" (MEP p.109).
+LOG_MEMORY_BYTES = 131_072
+
 
 _ET36_RECORD = Struct(
     "table" / Bits(2, number=(0, 11), extended=11, procedure=12),
@@ -231,15 +256,54 @@ _ET36 = Struct(
 )
 
 
+def _configured(meter, number: int) -> dict:
+    return meter.state.subsystems.get("log_dimensions", {}).get(str(number), {})
+
+
+def log_entries(meter, number: int, default: int) -> int:
+    """ET{number}'s configured Current Entries (EP06, EP37), else ``default``."""
+    return int(_configured(meter, number).get("entries", default))
+
+
+def log_entry_size(meter, number: int, default: int) -> int:
+    """ET{number}'s configured Entry Size in bytes (EP37, for ET32 and ET45), else ``default``."""
+    return int(_configured(meter, number).get("entry_size", default))
+
+
+def configure_log(meter, number: int, entries: int, entry_size: int | None = None) -> None:
+    """Record a new dimension of adjustable log ET{number} (EP06/EP37 validate it first)."""
+    config = meter.subsystem("log_dimensions").setdefault(str(number), {})
+    config["entries"] = entries
+    if entry_size is not None:
+        config["entry_size"] = entry_size
+    meter.dirty = True
+
+
 def adjustable_log(meter, number: int, now: float) -> dict:
     """Entry size, current entries and unread entries of one adjustable log, read from the log
     table itself (its ``entries`` array and header), so ET36 and the logs cannot disagree."""
     table = CATALOG[et(number)]
     layout = table.layout_for(meter)
     entries = next(sub.subcon for sub in layout.subcons if sub.name == "entries")
-    header = layout.parse(meter.table_bytes(et(number), now))
-    return dict(entry_size=entries.subcon.sizeof(), current_entries=entries.count,
-                unread=header.unread_entries)
+    header = Struct(*(sub for sub in layout.subcons if sub.name != "entries"))
+    image = meter.table_bytes(et(number), now)
+    unread = header.parse(image[:header.sizeof()]).unread_entries
+    return dict(entry_size=entries.subcon.sizeof(), current_entries=entries.count, unread=unread)
+
+
+def log_memory(meter, now: float, changed: dict[int, tuple[int, int]] | None = None) -> int:
+    """Bytes the adjustable logs take (entries x entry size), with ``changed`` = {log: (entry
+    size, entries)} replacing what the tables have now."""
+    total = 0
+    for number, _ in ADJUSTABLE_LOGS:
+        if changed and number in changed:
+            size, count = changed[number]
+        else:
+            log = adjustable_log(meter, number, now)
+            size = log_entry_size(meter, number, log["entry_size"])
+            count = log_entries(meter, number, log["current_entries"])
+        total += size * count
+    return total
 
 
 def _et36_render(meter, now):

@@ -2,9 +2,11 @@
 internal geometry), ET62 (its display), ET66 (mapped source IDs) and ET75 (channel change log).
 
 One function, ``load_profile_geometry``, turns the configuration (the profile's
-``[load_profile]``: data sets, channels, interval, blocks, sources) into every size and offset the
-tables publish, so BT61, BT62, BT63, BT64-BT67 and ET21 move together when the configuration does
-(EP11, a later issue, only has to change what that function reads).
+``[load_profile]``: data sets, channels, interval, blocks, sources, until EP11 or EP52 configure
+the meter's own) into every size and offset the tables publish, so BT61, BT62, BT63, BT64-BT67
+and ET21 move together when the configuration does. The meter's configuration, the per-set
+recording status (BT63), the ET66 source mapping and the ET75 change log live in the
+``load_profile`` subsystem; the recording engine (issue 5) fills the status and the data.
 
 Data sets: firmware 3.50 and newer supports four, and the per-set arrays of BT60-BT63 and ET21 then
 always have four elements; a set beyond ``data_sets`` is inactive, with zero blocks (ET42 calls a
@@ -17,6 +19,7 @@ page numbers (the MEP table of contents gives numbers two lower than the printed
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import zlib
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from ..datatypes import (UINT8, UINT16, UINT32, BitSet, Bits, Chars, LTimeDate, 
 from ..device.access import CONFIGURERS, READERS, Key
 from ..device.errors import ResponseCode, ServiceError
 from ..provenance import documented
-from .catalog import bt, declare, et
+from .catalog import CATALOG, bt, declare, et
 from .dimensions import firmware_at_least
 
 MAX_DATA_SETS = 4  # BT64..BT67
@@ -123,15 +126,93 @@ def data_set_count(meter) -> int:
     return MAX_DATA_SETS if firmware_at_least(meter, "3.50") else 1
 
 
+LP_STATE = "load_profile"
+
+
+def lp_state(meter) -> dict:
+    """The load profile subsystem for changing (``data_sets``: the configuration EP11/EP52 set,
+    ``status``: per set recording status, ``mapping``: ET66, ``channel_log``: ET75). Whoever
+    changes it sets ``meter.dirty``."""
+    return meter.subsystem(LP_STATE)
+
+
+def _lp_peek(meter) -> dict:
+    return meter.state.subsystems.get(LP_STATE, {})
+
+
+def geometry_of(configuration: dict) -> DataSetGeometry:
+    """One data set's geometry from its configuration (as ``data_set_configuration`` gives)."""
+    return _geometry(**configuration)
+
+
+def _geometry(blocks: int, interval_minutes: int, channels: int, sources) -> DataSetGeometry:
+    if not blocks:
+        return _INACTIVE
+    return DataSetGeometry(blocks=blocks, intervals=1440 // interval_minutes, channels=channels,
+                           interval_minutes=interval_minutes, sources=tuple(sources))
+
+
 def load_profile_geometry(meter) -> tuple[DataSetGeometry, ...]:
     """The actual geometry of every data set (BT61 order); inactive sets have zero blocks."""
-    lp = meter.profile.load_profile
-    active = DataSetGeometry(blocks=lp.blocks, intervals=1440 // lp.interval_minutes,
-                             channels=lp.channels, interval_minutes=lp.interval_minutes,
-                             sources=tuple(lp.sources))
     count = data_set_count(meter)
+    configured = _lp_peek(meter).get("data_sets")
+    if configured is not None:
+        sets = tuple(_geometry(**c) for c in configured[:count])
+        return sets + (_INACTIVE,) * (count - len(sets))
+    lp = meter.profile.load_profile
+    active = _geometry(lp.blocks, lp.interval_minutes, lp.channels, lp.sources)
     used = min(lp.data_sets, count)
     return (active,) * used + (_INACTIVE,) * (count - used)
+
+
+def data_set_configuration(meter) -> list[dict]:
+    """The configuration of every data set as ``_geometry`` takes it (EP11 edits a copy and
+    stores it as ``lp_state(meter)["data_sets"]``)."""
+    return [dict(blocks=g.blocks, interval_minutes=g.interval_minutes, channels=g.channels,
+                 sources=list(g.sources)) for g in load_profile_geometry(meter)]
+
+
+def _status_defaults() -> dict:
+    return dict(overflow=False, valid_blocks=0, last_block=0, last_block_sequence=0,
+                unread_blocks=0, valid_intervals=0)
+
+
+def data_set_status(meter, index: int) -> dict:
+    """BT63's counts for data set ``index`` (0-based): nothing recorded until the recording
+    engine (issue 5) records blocks."""
+    statuses = _lp_peek(meter).get("status", [])
+    return {**_status_defaults(), **(statuses[index] if index < len(statuses) else {})}
+
+
+def _status_for_change(meter, index: int) -> dict:
+    statuses = lp_state(meter).setdefault("status", [])
+    statuses.extend(_status_defaults() for _ in range(index + 1 - len(statuses)))
+    meter.dirty = True
+    return statuses[index]
+
+
+def reset_data_set(meter, index: int) -> None:
+    """EP11: no valid or unread blocks, the overflow flag cleared (OPG p.34); the block sequence
+    number carries on, so a reader never sees an old number again."""
+    status = _status_for_change(meter, index)
+    sequence = status.get("last_block_sequence", 0)
+    status.update(_status_defaults(), last_block_sequence=sequence)
+
+
+def acknowledge_blocks(meter, index: int, count: int) -> int:
+    """BP05/BP04: ``count`` blocks of data set ``index`` were read. Clears the overflow flag
+    (OPG p.34); returns how many unread blocks that took."""
+    status = _status_for_change(meter, index)
+    unread = status.get("unread_blocks", 0)
+    taken = min(count, unread)
+    status.update(unread_blocks=unread - taken, overflow=False)
+    return taken
+
+
+def source_mapping(meter) -> list[list[int]]:
+    """ET66: per data set, the extended source ID behind mapped source 112 + n (0: none)."""
+    mapping = _lp_peek(meter).get("mapping")
+    return mapping if mapping else [[0] * MAX_CHANNELS for _ in range(MAX_DATA_SETS)]
 
 
 def memory_length_max(meter, now) -> int:
@@ -253,14 +334,20 @@ _SET_STATUS = Struct(
 
 
 def _bt63_render(meter, now):
-    """Nothing recorded yet: the load-profile recording engine (a later issue) fills the counts.
-    A set with no blocks reads as FIFO and inactive (list type 0 when there are no entries)."""
-    return dict(data_sets=[
-        dict(flags=dict(list_type=int(g.active), active_mode=int(g.active)),
-             number_of_valid_blocks=0, last_block=0, last_block_sequence_number=0,
-             number_of_unread_blocks=0, number_of_valid_intervals=0)
-        for g in load_profile_geometry(meter)
-    ])
+    """Each set's recording status (``data_set_status``; EP11 resets it). A set with no blocks
+    reads as FIFO and inactive (list type 0 when there are no entries)."""
+    sets = []
+    for n, g in enumerate(load_profile_geometry(meter)):
+        status = data_set_status(meter, n)
+        sets.append(dict(
+            flags=dict(overflow=int(status["overflow"]), list_type=int(g.active),
+                       active_mode=int(g.active)),
+            number_of_valid_blocks=status["valid_blocks"], last_block=status["last_block"],
+            last_block_sequence_number=status["last_block_sequence"],
+            number_of_unread_blocks=status["unread_blocks"],
+            number_of_valid_intervals=status["valid_intervals"],
+        ))
+    return dict(data_sets=sets)
 
 
 declare(
@@ -376,20 +463,26 @@ def _et21_layout(meter):
 
 
 def _et21_render(meter, now):
-    """Geometry from ``load_profile_geometry``; progress fields as before the first interval
-    (the recording engine, a later issue, moves them). Addresses are byte offsets into the load
-    profile memory, where the data sets follow each other in BT64..BT67 order."""
+    """Geometry from ``load_profile_geometry``, the counts from BT63's status; addresses as
+    before the first interval (the recording engine, issue 5, moves them). Addresses are byte
+    offsets into the load profile memory, where the data sets follow each other in BT64..BT67
+    order."""
     element = _et21_element(meter)
     zero = element.parse(bytes(element.sizeof()))
     memory_max = memory_length_max(meter, now)
     values, base = [], 0
-    for g in load_profile_geometry(meter):
+    for n, g in enumerate(load_profile_geometry(meter)):
         if not g.active:
             values.append(zero)
             continue
         sources = list(g.sources) + [0] * (MAX_CHANNELS - g.channels)
+        status = data_set_status(meter, n)
         values.append(dict(
             zero,
+            number_of_valid_blocks=status["valid_blocks"],
+            number_of_valid_intervals=status["valid_intervals"],
+            last_block_index=status["last_block"],
+            last_interval_number=max(0, status["valid_intervals"] - 1),
             current_block_address=base,
             current_interval_address=base + g.header_size,
             block_size=g.block_size,
@@ -520,9 +613,7 @@ declare(
     et(66), "Load Profile Source ID Mapping",
     read=READERS,  # changed only by EP11/EP52 (MEP p.173)
     layout=Struct("extended_source_ids" / Array(MAX_DATA_SETS, Array(MAX_CHANNELS, UINT16))),
-    defaults=lambda meter: dict(
-        extended_source_ids=[[0] * MAX_CHANNELS for _ in range(MAX_DATA_SETS)]
-    ),
+    render=lambda meter, now: dict(extended_source_ids=source_mapping(meter)),
     provenance=documented("MEP p.173 (ARRAY[4][BT60.11] of UINT16; nothing mapped by default); "
                           "OPG p.61 (access)"),
 )
@@ -553,13 +644,70 @@ def _et75_layout(meter):
                                                      et75_entry_layout(meter)))
 
 
+def _channel_log_defaults() -> dict:
+    return dict(sequence=0, unread=0, overflow=False, entries=[])
+
+
+def channel_log_view(meter) -> dict:
+    """ET75's list for reading."""
+    return _lp_peek(meter).get("channel_log") or _channel_log_defaults()
+
+
+def channel_log_state(meter) -> dict:
+    """ET75's list for changing (EP52 appends; BP05/EP26 take unread entries)."""
+    return lp_state(meter).setdefault("channel_log", _channel_log_defaults())
+
+
+def et75_has_room(meter) -> bool:
+    """ET75 is no circular queue: when it is full, a change it would have to log is refused
+    (MEP p.177-178)."""
+    return len(channel_log_view(meter)["entries"]) < ET75_CURRENT_ENTRIES
+
+
+def log_channel_change(meter, now: float, extended_source_ids, demand_sources,
+                       sub_interval: int, multiplier: int) -> None:
+    """Append an ET75 entry: what the primary data set used before a change, stamped (UTC) with
+    the end of the interval that first records the change (MEP p.178-180)."""
+    primary = load_profile_geometry(meter)[0]
+    step = 60 * primary.interval_minutes
+    utc = meter.utc_seconds(now)
+    stamp = dt.datetime.fromtimestamp(-(-utc // step) * step, dt.timezone.utc)
+    et62 = CATALOG[et(62)].layout_for(meter).parse(meter.table_bytes(et(62), now))
+    display = Array(MAX_CHANNELS, _channel_display(meter)).build(et62.channels)
+    log = channel_log_state(meter)
+    log["sequence"] += 1
+    log["unread"] = min(log["unread"] + 1, ET75_CURRENT_ENTRIES)
+    log["entries"].append(dict(
+        time=stamp.replace(tzinfo=None).isoformat(timespec="minutes"),
+        extended_source_ids=list(extended_source_ids), demand_sources=list(demand_sources),
+        sub_interval=sub_interval, multiplier=multiplier, display=display.hex(),
+    ))
+    meter.dirty = True
+
+
 def _et75_render(meter, now):
-    """Empty: changes are logged only with Welmec 11.2 compliance (ET54.71.0) by EP52 and ET62
-    writes, later work. List type is false while the log has no entries (MEP p.177)."""
+    """The logged changes in order (changes are logged only with Welmec 11.2 compliance,
+    ET54.71.0, by EP52 and ET62 writes). List type is false while the log has no entries
+    (MEP p.177)."""
     layout = _et75_layout(meter)
-    values = layout.parse(bytes(layout.sizeof()))
-    values.flags = dict(list_type=int(ET75_CURRENT_ENTRIES > 0))
-    return values
+    prefix = Struct(*et75_entry_layout(meter).subcons[:-1])
+    demands = _demand_count(meter)
+    log = channel_log_view(meter)
+    entries = log["entries"][:ET75_CURRENT_ENTRIES]
+    body = b"".join(prefix.build(dict(
+        timestamp=dt.datetime.fromisoformat(e["time"]),
+        extended_source_ids=e["extended_source_ids"],
+        demand_sources=(e["demand_sources"] + [0] * demands)[:demands],
+        demand_sub_interval=e["sub_interval"], demand_interval_multiplier=e["multiplier"],
+    )) + bytes.fromhex(e["display"]) for e in entries)
+    header = Struct(*list_header()).build(dict(
+        flags=dict(list_type=int(ET75_CURRENT_ENTRIES > 0)),
+        valid_entries=len(entries),
+        last_entry_element=max(0, len(entries) - 1),
+        last_entry_sequence_number=log["sequence"] & 0xFFFF,
+        unread_entries=log["unread"],
+    ))
+    return (header + body).ljust(layout.sizeof(), b"\0")
 
 
 declare(

@@ -6,20 +6,26 @@ OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client De
 (OSGP Alliance, 2022); printed page numbers (the MEP guide's table of contents is two pages short
 of its page footers: ET50 is listed at p.122 and printed on p.124).
 
-What the meter itself writes here (transaction responses, procedure responses, one-time-read
-results, MEP registration) belongs to the MEP engine and the metering engine; until they run, those
-tables read as on a freshly commissioned meter: empty.
+What the meter itself writes here is kept by functions below: meter one-time reads (EP24) land in
+ET19 and ET31, M-Bus ones are queued in ET20; EP17 clears a MEP client's ET50 registration; EP61's
+transaction lock guards ET52. Transaction and procedure responses (ET53, ET28, ET59, ET85) and
+MEP registration belong to the MEP engine; until it runs, those read as on a freshly
+commissioned meter: empty.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 from construct import Array, Bytes, Struct
 
 from ..datatypes import NI_FMAT, UINT8, UINT16, Bits, LTimeDate, STimeDate, list_header
+from ..device import conditions
 from ..device.access import CONFIGURERS, READERS, Key
+from ..events import USER_NONE
 from ..provenance import designed, documented
 from .basic import _bt08_layout, _bt23_layout
-from .catalog import declare, et, refuse
+from .catalog import CATALOG, bt, declare, et, refuse
 from .dimensions import product_dimensions
 
 #: Keys of the tables the MEP guide does not cover: the optical keys and the head-end's.
@@ -130,11 +136,36 @@ METER_OTR_LOG_ENTRIES = 2
 MBUS_OTR_LOG_ENTRIES = 8
 
 
-def _et31_layout(meter):
+def _et31_entry(meter):
     """No BIDN before each entry: it is there only when BT21.4 (demands) is non-zero, and this
     meter configures no demands."""
-    entry = Struct("time" / STimeDate(), "season" / UINT8, "register_data" / _bt23_layout(meter))
-    return Struct(*list_header(), "entries" / Array(METER_OTR_LOG_ENTRIES, entry))
+    return Struct("time" / STimeDate(), "season" / UINT8, "register_data" / _bt23_layout(meter))
+
+
+def _et31_layout(meter):
+    return Struct(*list_header(), "entries" / Array(METER_OTR_LOG_ENTRIES, _et31_entry(meter)))
+
+
+def _et31_render(meter, now):
+    """The one-time reads taken so far (``meter_one_time_read`` below), the oldest overwritten
+    first; an empty circular queue until the first. An entry taken while BT21 had other
+    dimensions no longer fits the layout and reads as empty."""
+    state = meter.state.subsystems.get(OTR_SUBSYSTEM)
+    if not state or not state["log"]:
+        return _empty_log(_et31_layout)(meter, now)
+    entry = _et31_entry(meter)
+    size = METER_OTR_LOG_ENTRIES
+    images = [bytes(entry.sizeof())] * size
+    kept = [record for record in state["log"][-size:]
+            if len(record["entry"]) == 2 * entry.sizeof()]
+    for record in kept:
+        images[(record["sequence"] - 1) % size] = bytes.fromhex(record["entry"])
+    last = state["log"][-1]["sequence"]
+    return dict(flags=dict(list_type=1, overflow=int(state["overflow"])),
+                valid_entries=len(kept), last_entry_element=(last - 1) % size,
+                last_entry_sequence_number=last & 0xFFFF,
+                unread_entries=min(state["unread"], size),
+                entries=[entry.parse(image) for image in images])
 
 
 def _et32_layout(meter):
@@ -167,7 +198,7 @@ declare(
     et(31), "Meter One-time-read Log",
     read=READERS,
     layout=_et31_layout,
-    render=_empty_log(_et31_layout),  # the metering engine adds the reads ET19 asks for
+    render=_et31_render,
     provenance=documented(
         "MEP p.104-105 (entry: STIME_DATE, season, BT23 record); entries: ET36 Current Entries "
         "default 2, MEP p.109; read access OPG p.61"
@@ -178,12 +209,86 @@ declare(
     et(32), "M-Bus One-time-read Log",
     read=_OPTICAL_AND_PLC_READ,
     layout=_et32_layout,
-    render=_empty_log(_et32_layout),  # the M-Bus engine adds the reads ET20 asks for
+    render=_empty_log(_et32_layout),  # the M-Bus engine will add the reads ET20 asks for
     provenance=designed(
         "no public layout: ET36 (MEP p.107-109) gives ET32 8 entries of ET45's 525-byte entry, so "
         "ET45's log layout (MEP p.119-121) is used"
     ),
 )
+
+# ---- one-time reads: EP24 (and the metering engine, for reads ET19 queues) take them here --
+
+OTR_SUBSYSTEM = "one_time_reads"
+
+
+def _otr_log(meter) -> dict:
+    own = meter.subsystem(OTR_SUBSYSTEM, log=[], sequence=0, unread=0, overflow=False)
+    meter.dirty = True
+    return own
+
+
+def _free_entry(entries) -> int | None:
+    """An empty queue entry, else the one finished longest ago; None while all still wait."""
+    for index, entry in enumerate(entries):
+        if entry.status == OTR_EMPTY:
+            return index
+    finished = [(entry.completion_time or dt.datetime.min, index)
+                for index, entry in enumerate(entries)
+                if entry.status in (OTR_COMPLETED, OTR_NO_RESPONSE)]
+    return min(finished)[1] if finished else None
+
+
+def capture_one_time_read(meter, now: float, user_id: int = USER_NONE) -> int:
+    """Append the registers as they are now to ET31: BT55's local time (STIME_DATE), BT55's
+    season and the BT23 image (MEP p.104-105). ET31 is an ET36 log, so BT03 "Mfg Log Entry
+    Available" is raised (MEP p.107). Returns the entry's sequence number."""
+    bt55 = CATALOG[bt(55)].layout_for(meter).parse(meter.table_bytes(bt(55), now))
+    image = (STimeDate().build(bt55.time) + bytes([bt55.status["season"]])
+             + meter.table_bytes(bt(23), now))
+    log = _otr_log(meter)
+    log["sequence"] += 1
+    if log["unread"] >= METER_OTR_LOG_ENTRIES:
+        log["overflow"] = True  # an unread read is overwritten
+    log["unread"] = min(log["unread"] + 1, METER_OTR_LOG_ENTRIES)
+    log["log"].append(dict(sequence=log["sequence"], entry=image.hex()))
+    del log["log"][:-METER_OTR_LOG_ENTRIES]
+    conditions.begin(meter, "mfg_log_entry_available", now, et(31), user_id)
+    return log["sequence"]
+
+
+def meter_one_time_read(meter, request_number: int, now: float,
+                        user_id: int = USER_NONE) -> int | None:
+    """A meter one-time read taken at once: a free ET19 entry records the request as completed
+    with the ET31 sequence number of the read. Returns the ET19 index, None if ET19 is full
+    (every entry still waiting)."""
+    layout = _et19_layout(meter)
+    values = layout.parse(meter.table_bytes(et(19), now))
+    index = _free_entry(values.entries)
+    if index is None:
+        return None
+    sequence = capture_one_time_read(meter, now, user_id)
+    values.entries[index] = dict(request_number=request_number, status=OTR_COMPLETED,
+                                 read_time=None, completion_time=meter.local(now),
+                                 log_sequence_number=sequence & 0xFFFF)
+    meter.state.tables[et(19)] = layout.build(values)
+    return index
+
+
+def post_mbus_one_time_read(meter, request_number: int, handle: int,
+                            now: float) -> int | None:
+    """Queue an M-Bus one-time read in ET20 as pending, for the M-Bus engine to read the
+    device (into ET32). Returns the ET20 index, None if ET20 is full."""
+    layout = _et20_layout(meter)
+    values = layout.parse(meter.table_bytes(et(20), now))
+    index = _free_entry(values.entries)
+    if index is None:
+        return None
+    values.entries[index] = dict(request_number=request_number, device_handle=handle,
+                                 status=OTR_PENDING, read_time=None, completion_time=None)
+    meter.state.tables[et(20)] = layout.build(values)
+    meter.dirty = True
+    return index
+
 
 # ---------------------------------------------------------------------------------------
 # ET50 MEP Inbound Data Space: one record per MEP channel (ET11.34)
@@ -239,6 +344,36 @@ def _et50_apply(meter, values, ctx):
             refuse(et(50), f"MEP client {channel + 1}: icon display control above 511")
         if any(state not in _ICON_STATES for state in client.mep_icons.values()):
             refuse(et(50), f"MEP client {channel + 1}: MEP icons are 0 off, 1 on, 2 flashing")
+
+
+def mep_channel(ctx) -> int | None:
+    """The MEP client (1 or 2) a request came from, or None for the optical port and the power
+    line. Designed: the MEP port names the session of MEP client 2 "<meter> mep2" and any other
+    "<meter> mep" (client 1); a real meter knows it from the port (ET70.142, MEP p.23)."""
+    if ctx.key not in (Key.MAK, Key.MBK):
+        return None
+    return 2 if str(ctx.port).endswith("mep2") else 1
+
+
+def _et50(meter, now: float):
+    layout = _et50_layout(meter)
+    return layout, layout.parse(meter.table_bytes(et(50), now))
+
+
+def is_registered(meter, channel: int, now: float) -> bool:
+    """ET50 "MEP Device Registered" of MEP client ``channel`` (MEP p.124)."""
+    return bool(_et50(meter, now)[1].clients[channel - 1].flags["mep_device_registered"])
+
+
+def clear_registration(meter, channel: int, now: float) -> None:
+    """What EP17 does to ET50 (MEP p.243): "MEP Device Registered" and the MEP Icon Display
+    Control are cleared, every other field is left as it was."""
+    layout, values = _et50(meter, now)
+    client = values.clients[channel - 1]
+    client.flags["mep_device_registered"] = 0
+    client.mep_icons = {}
+    meter.state.tables[et(50)] = layout.build(values)
+    meter.dirty = True
 
 
 declare(
@@ -352,6 +487,9 @@ def _request_apply(table_id: int):
     nothing was written yet. Writes come in consecutive pieces, so the body is not checked."""
 
     def apply(meter, values, ctx):
+        channel, holder = mep_channel(ctx), transaction_lock(meter, ctx.now)
+        if table_id == et(52) and channel is not None and holder not in (0, channel):
+            refuse(table_id, f"MEP client {holder} holds the transaction tables (EP61)")
         if values.transaction_type not in (REQUESTS, GROUP_REQUEST):
             refuse(table_id, f"transaction type {values.transaction_type} is not a request")
         length = product_dimensions(meter).transaction_request_length
@@ -361,6 +499,31 @@ def _request_apply(table_id: int):
                               f"{smallest}..{length}")
 
     return apply
+
+
+#: EP61 locks ET52/ET53 for one MEP client; a lock not released ends after 10 s (MEP p.25)
+TX_LOCK_SUBSYSTEM = "mep_transactions"
+TX_LOCK_SECONDS = 10
+
+
+def transaction_lock(meter, now: float) -> int:
+    """The MEP client (1, 2) holding the MEP transaction tables, or 0 (ET54 "MEP TX Lock
+    Channel", MEP p.138)."""
+    lock = meter.state.subsystems.get(TX_LOCK_SUBSYSTEM)
+    if not lock or now >= lock["until"]:
+        return 0
+    return lock["channel"]
+
+
+def lock_transactions(meter, channel: int, lock: bool, now: float) -> bool:
+    """EP61: lock (for ``TX_LOCK_SECONDS``) or unlock ET52/ET53 for MEP client ``channel``.
+    False, and nothing changes, while the other client holds them."""
+    if transaction_lock(meter, now) not in (0, channel):
+        return False
+    own = meter.subsystem(TX_LOCK_SUBSYSTEM, channel=0, until=0.0)
+    own["channel"], own["until"] = (channel, now + TX_LOCK_SECONDS) if lock else (0, 0.0)
+    meter.dirty = True
+    return True
 
 
 declare(

@@ -3,8 +3,11 @@
 The MEP server keeps one slot per downstream device: the first four for M-Bus devices, then one
 MEP client (two on firmware 4.0+). Every array here is sized by ET11 (``product_dimensions``), so
 the tables follow the firmware version exactly as ET11 does. Configuration (ET13, ET34, ET57,
-ET71) is stored with the guide's defaults; status, data and logs are rendered as a meter with no
-M-Bus device and no MEP client shows them, until the MEP client subsystem fills them.
+ET71) is stored with the guide's defaults. Status, queue, data and log (ET14, ET15, ET16, ET45)
+are rendered from the MEP server's state kept at the end of this module (device registry,
+on-demand queue, latest reads, recurring read log), which the MEP procedures (EP17, EP18, EP19,
+EP39) and the MEP engine change through its functions; with no device they read empty. ET13's
+alert flags are the server's too. ET58 and ET74 read empty (no M-Bus engine, no ET74 entries).
 
 ET57 (firmware 3.30+), ET71 (3.40+) and ET74 (3.60+) are declared for every firmware version,
 since the catalog has no per-version table list (a real older meter lacks them).
@@ -15,14 +18,19 @@ OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client De
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from construct import Array, Bytes, Struct
 
-from ..datatypes import NI_FMAT, UINT8, UINT16, UINT32, Bits, BitSet, Chars, LTimeDate, LIST_FLAGS, list_header
+from ..datatypes import (
+    LIST_FLAGS, NI_FMAT, UINT8, UINT16, UINT32, Bits, BitSet, Chars, LTimeDate, list_header,
+)
+from ..device import conditions
 from ..device.access import CONFIGURERS, READERS, Key
+from ..events import MEP_STATUS_CHANGED, USER_NONE
 from ..provenance import documented
-from .catalog import CATALOG, declare, et, refuse
+from .catalog import CATALOG, declare, et, refuse, zeros
 from .dimensions import product_dimensions
 
 
@@ -171,13 +179,34 @@ def _et14_layout(meter):
 
 
 def _et14_render(meter, now):
-    """Every slot empty (the MEP client subsystem will occupy them)."""
-    empty = dict(device_handle=0, device_status=0, baud_rate=0, billing_read_length=0,
+    """One entry per occupied slot of the device registry (below); empty slots read as zeros.
+    Removing a device clears its whole record, so the baud rate reads 0 = 9600 (MEP p.243)."""
+    empty = dict(device_handle=0, device_status=EMPTY_SLOT, baud_rate=0, billing_read_length=0,
                  read_attempts=0, read_answers=0, mep_alarms={}, mbus_primary_address=0,
                  reserved=bytes(6), mep_device_alarms=0, status_read_time=None,
                  last_read_attempt=None)
-    return dict(mode={}, reserved=bytes(4), device_occupancy=frozenset(),
-                devices=[empty] * product_dimensions(meter).devices)
+    entries, occupied = [], set()
+    for slot, device in enumerate(devices(meter)):
+        if device is None:
+            entries.append(empty)
+            continue
+        occupied.add(slot)
+        entries.append(dict(
+            empty,
+            device_handle=device["handle"],
+            device_status=device["status"],
+            baud_rate=device["baud_rate"],
+            billing_read_length=device["billing_read_length"],
+            read_attempts=device["read_attempts"] & 0xFFFFFFFF,
+            read_answers=device["read_answers"] & 0xFFFFFFFF,
+            mep_alarms={name: 1 for name in device["mep_alarms"]},
+            mbus_primary_address=device["mbus_primary_address"],
+            mep_device_alarms=device["mep_device_alarms"],
+            status_read_time=_when(device["status_read_time"]),
+            last_read_attempt=_when(device["last_read_attempt"]),
+        ))
+    return dict(mode={}, reserved=bytes(4), device_occupancy=frozenset(occupied),
+                devices=entries)
 
 
 declare(
@@ -211,13 +240,22 @@ def _et15_layout(meter):
 
 
 def _et15_render(meter, now):
-    """An empty queue (EP19/EP39/EP41 will post requests here)."""
+    """The on-demand queue (below): requests EP19 posts and EP39 answers; empty until then."""
     d = product_dimensions(meter)
-    request = dict(transaction_number=0, device_handle=0, request_type=0, result=0)
-    message = dict(length=0, data=bytes(d.on_demand_write_entry_size - 1))
-    return dict(pointers={}, request_queue=[request] * d.on_demand_queue_size,
-                write_messages=[message] * d.on_demand_queue_size,
-                multicast_data=dict(length=0, message=bytes(d.mbus_multicast_length - 1)))
+    queue = _queue(meter)
+    requests, messages = [], []
+    for entry, message in zip(queue["entries"], queue["messages"]):
+        entry = entry or dict(transaction_number=0, device_handle=0, request_type=NO_ENTRY,
+                              result=PENDING)
+        requests.append({name: entry[name] for name in _REQUEST_FIELDS})
+        data = bytes.fromhex(message)
+        messages.append(dict(length=len(data),
+                             data=data.ljust(d.on_demand_write_entry_size - 1, b"\0")))
+    multicast = bytes.fromhex(queue["multicast"])
+    return dict(pointers=dict(write_pointer=queue["write"], read_pointer=queue["read"]),
+                request_queue=requests, write_messages=messages,
+                multicast_data=dict(length=len(multicast),
+                                    message=multicast.ljust(d.mbus_multicast_length - 1, b"\0")))
 
 
 declare(
@@ -257,8 +295,25 @@ def _et16_layout(meter):
 
 
 def _et16_render(meter, now):
-    """No read yet from any device: all zeros (the MEP client subsystem posts reads via EP39)."""
-    return bytes(_et16_layout(meter).sizeof())
+    """The latest read each MEP client posted with EP39 (on-demand reads, and scheduled reads
+    that ET45 cannot take); all zeros where no device has been read. Kept when a device is
+    removed (MEP p.36)."""
+    layout = _et16_layout(meter)
+    server = _server(meter)
+    if server is None or not server["reads"]:
+        return bytes(layout.sizeof())
+    values = zeros(layout)
+    first_mep = _mbus_slots(meter)
+    for key, read in server["reads"].items():
+        channel = int(key) - first_mep
+        if not 0 <= channel < len(values.mep_clients) or read.get("time") is None:
+            continue
+        data = bytes.fromhex(read["data"])
+        values.mep_clients[channel] = dict(
+            timestamp=_when(read["time"]), response_info={},
+            read_count=read["read_count"] & 0xFFFF, length=len(data),
+            data=data.ljust(product_dimensions(meter).data_entry_size - MEP_READ_HEADER, b"\0"))
+    return values
 
 
 declare(
@@ -386,9 +441,36 @@ def _empty_log(layout, circular: bool) -> bytes:
 
 
 def _et45_render(meter, now):
-    """Empty: scheduled reads land here once the MEP client subsystem records them. A circular
-    queue, since ET36 "Max Entries" for ET45 is not 0 (MEP p.109)."""
-    return _empty_log(_et45_layout(meter), circular=True)
+    """Scheduled reads EP39 posted (the recurring read log below), as a circular queue, since
+    ET36 "Max Entries" for ET45 is not 0 (MEP p.109); empty until the first one."""
+    layout = _et45_layout(meter)
+    server = _server(meter)
+    size = RECURRING_READ_LOGS.entries
+    log = server["recurring"] if server is not None else None
+    if log is None or not log["entries"] or size == 0:
+        return _empty_log(layout, circular=True)
+    values = zeros(layout)
+    kept = log["entries"][-size:]
+    for record in kept:
+        data = bytes.fromhex(record["data"])[:RECURRING_READ_LOGS.entry_size - _ENTRY_HEAD
+                                             - MEP_READ_HEADER]
+        mbr = MEP_READ_HEADER + len(data)
+        telegrams = (record["read_count"].to_bytes(2, "little") + len(data).to_bytes(2, "little")
+                     + data)  # the MEP form of an MBR after its timestamp and response info
+        values.entries[(record["sequence"] - 1) % size] = dict(
+            length=_ENTRY_HEAD - 2 + mbr,
+            identifier=dict(identifier=0, namespace=0),
+            handle=record["handle"], execution_status=0, result=RECURRING_READ_SUCCESS,
+            data=dict(timestamp=_when(record["time"]), response_info={},
+                      telegrams=telegrams.ljust(RECURRING_READ_LOGS.entry_size - _ENTRY_HEAD - 7,
+                                                b"\0")))
+    last = kept[-1]["sequence"]
+    values.flags = dict(list_type=1, overflow=int(log["overflow"]))
+    values.valid_entries = len(kept)
+    values.last_entry_element = (last - 1) % size
+    values.last_entry_sequence_number = last & 0xFFFF
+    values.unread_entries = min(log["unread"], size)
+    return values
 
 
 def _et74_render(meter, now):
@@ -520,3 +602,370 @@ declare(
     apply=_et71_apply,
     provenance=documented("MEP p.174-175 (ET11.27 entries of 13 bytes; firmware 3.40+)"),
 )
+
+# ---------------------------------------------------------------------------------------
+# The MEP server's state: the device registry (ET14), the on-demand queue (ET15), the latest
+# read per device (ET16), the recurring read log (ET45) and the alert flags (ET13).
+#
+# One JSON-able subsystem, created by the first change (an idle meter keeps nothing). The MEP
+# procedures (procedures/mep.py) change it through the functions below; the MEP engine (ET50
+# registration, the alert sequence, on-demand time-outs) calls the same functions, so every
+# path leaves the tables alike. Times the guide gives in local time (ET14, ET16) are kept as the
+# meter's local time when they happened.
+
+SUBSYSTEM = "mep_devices"
+ALL_DEVICES = 0xFFFF  # EP17 "remove all devices"; EP19 type 6 "all commissioned devices"
+
+#: ET14 "Device Status" (MEP p.85)
+EMPTY_SLOT, MBUS_UP, MBUS_DOWN, MEP_UP, MEP_DOWN = range(5)
+#: ET14 "Device Handle" ranges (MEP p.84-85): 1..999 M-Bus devices, 1000..1999 MEP client 1,
+#: 2000.. MEP client 2 ("typically only the first number will be used", MEP p.22)
+MBUS_HANDLES = range(1, 1000)
+MEP_HANDLE_SPAN = 1000
+#: Event 96 "MEP Status Changed" codes; the argument is (device index << 13) | code
+STATUS_COMMISSIONED, STATUS_REMOVED, STATUS_REGISTERED = 0, 4, 5
+DEVICE_INDEX_SHIFT = 13
+
+#: ET15 "Request Type" (MEP p.90-91) and "Result" (MEP p.91)
+NO_ENTRY, APP_RESET, BILLING_READ, STATUS_READ, WRITE_DATA, TIME_SYNC, MULTICAST = range(7)
+DOWNLOAD_START, DOWNLOAD_PACKET, DOWNLOAD_SWITCHOVER = range(7, 10)
+PENDING, SUCCESS, NO_RESPONSE, FAILED = range(4)
+_REQUEST_FIELDS = ("transaction_number", "device_handle", "request_type", "result")
+
+#: An ET16 MEP record: timestamp, response info, read count and length before the data
+MEP_READ_HEADER = 11
+#: ET45 "Result" of a recorded read (MEP p.121)
+RECURRING_READ_SUCCESS = 4
+
+
+def _server(meter) -> dict | None:
+    """The state, or None while nothing happened (reading never creates it)."""
+    return meter.state.subsystems.get(SUBSYSTEM)
+
+
+def _own(meter) -> dict:
+    """The state, created on first use and fitted to ET11's dimensions."""
+    d = product_dimensions(meter)
+    own = meter.subsystem(SUBSYSTEM, slots=[], next_handle={}, reads={}, queue=None,
+                          recurring=dict(entries=[], sequence=0, unread=0, overflow=False))
+    slots = own["slots"]
+    slots.extend([None] * (d.devices - len(slots)))
+    del slots[d.devices:]
+    if own["queue"] is None or len(own["queue"]["entries"]) != d.on_demand_queue_size:
+        own["queue"] = _empty_queue(d.on_demand_queue_size)
+    meter.dirty = True
+    return own
+
+
+def _empty_queue(size: int) -> dict:
+    return dict(write=0, read=0, entries=[None] * size, messages=[""] * size, multicast="")
+
+
+def _queue(meter) -> dict:
+    server = _server(meter)
+    if server is None or server["queue"] is None:
+        return _empty_queue(product_dimensions(meter).on_demand_queue_size)
+    return server["queue"]
+
+
+def _stamp(meter, now: float) -> str:
+    return meter.local(now).isoformat()
+
+
+def _when(stamp: str | None):
+    return None if stamp is None else dt.datetime.fromisoformat(stamp)
+
+
+def _parse(meter, number: int, now: float):
+    return CATALOG[et(number)].layout_for(meter).parse(meter.table_bytes(et(number), now))
+
+
+# ---- the registry --------------------------------------------------------------------------
+
+def devices(meter) -> list[dict | None]:
+    """One entry per ET14 slot: the device there (handle, status, counters, alarms) or None."""
+    size = product_dimensions(meter).devices
+    server = _server(meter)
+    slots = list(server["slots"]) if server is not None else []
+    return (slots + [None] * size)[:size]
+
+
+def mep_slot(meter, channel: int) -> int:
+    """The ET13/ET14/ET16 slot of MEP client ``channel`` (1 or 2): after the M-Bus slots."""
+    return _mbus_slots(meter) + channel - 1
+
+
+def slot_channel(meter, slot: int) -> int | None:
+    """The MEP client (1, 2) whose slot this is, or None for an M-Bus slot."""
+    first = _mbus_slots(meter)
+    return slot - first + 1 if slot >= first else None
+
+
+def slot_of(meter, handle: int) -> int | None:
+    """The slot of the installed device with this handle, or None."""
+    for slot, device in enumerate(devices(meter)):
+        if device is not None and device["handle"] == handle:
+            return slot
+    return None
+
+
+def device_index(slot: int) -> int:
+    """A slot's device index as EP19 counts it (MEP p.244-245: the 1st MEP client of a meter
+    with four M-Bus slots is index 5); events 96 and 99 put it in argument bits 13..15."""
+    return slot + 1
+
+
+def _handles_of(meter, slot: int) -> range:
+    channel = slot_channel(meter, slot)
+    if channel is None:
+        return MBUS_HANDLES
+    return range(channel * MEP_HANDLE_SPAN, (channel + 1) * MEP_HANDLE_SPAN)
+
+
+def register(meter, slot: int, now: float, *, handle: int | None = None,
+             user_id: int = USER_NONE) -> int:
+    """Install a device in ``slot`` as the MEP server does once discovery succeeds (a MEP
+    client that set ET50 "MEP Device Registered", MEP p.17; an M-Bus device found by
+    auto-discovery): ET14 entry "Up" with the ET13 baud rate, occupancy bit set, event 96
+    (5 registered, or 0 commissioned for M-Bus) and BT03 "MEP Installed or Removed". Without a
+    ``handle`` the next one of the slot's range is given. Returns the handle."""
+    allowed = _handles_of(meter, slot)
+    own = _own(meter)
+    if own["slots"][slot] is not None:
+        raise ValueError(f"ET14 slot {slot + 1} is occupied")
+    counter = str(slot_channel(meter, slot) or 0)
+    if handle is None:
+        handle = own["next_handle"].get(counter, allowed.start)
+    if handle not in allowed:
+        raise ValueError(f"handle {handle} is outside {allowed.start}..{allowed.stop - 1}")
+    own["next_handle"][counter] = handle + 1 if handle + 1 in allowed else allowed.start
+    channel = slot_channel(meter, slot)
+    config = _parse(meter, 13, now)
+    entry = (config.mbus_devices[slot] if channel is None
+             else config.mep_clients[channel - 1])
+    own["slots"][slot] = dict(
+        handle=handle, status=MBUS_UP if channel is None else MEP_UP,
+        baud_rate=entry.baud_rate, billing_read_length=0, read_attempts=0, read_answers=0,
+        mep_alarms=[], mbus_primary_address=0, mep_device_alarms=0, status_read_time=None,
+        last_read_attempt=None, first_read=True,
+    )
+    code = STATUS_COMMISSIONED if channel is None else STATUS_REGISTERED
+    meter.log_event(MEP_STATUS_CHANGED.number, device_index(slot) << DEVICE_INDEX_SHIFT | code,
+                    now, user_id)
+    conditions.begin(meter, "mep_installed_or_removed", now, 0, user_id)
+    return handle
+
+
+def remove(meter, slot: int, now: float, user_id: int = USER_NONE) -> dict:
+    """Logically remove the device in ``slot`` (MEP p.36): its ET14 record and occupancy bit
+    are cleared, its on-demand requests in ET15 end as "Request failed", a MEP client's alert
+    flags in ET13 are cleared (it is no longer alerted), event 96 "device removed" is logged
+    and BT03 "MEP Installed or Removed" raised. ET16 keeps its data. Returns the old record."""
+    own = _own(meter)
+    device = own["slots"][slot]
+    if device is None:
+        raise ValueError(f"ET14 slot {slot + 1} is empty")
+    own["slots"][slot] = None
+    queue = own["queue"]
+    for entry in queue["entries"]:
+        if entry and entry["result"] == PENDING and slot in entry["targets"]:
+            entry["result"] = FAILED
+    _settle(meter, now)
+    channel = slot_channel(meter, slot)
+    if channel is not None:
+        set_alert_flags(meter, channel, now, scheduled_read_request=0, on_demand_request=0,
+                        mbus_change=0, delta_data_alert=0)
+    meter.log_event(MEP_STATUS_CHANGED.number,
+                    device_index(slot) << DEVICE_INDEX_SHIFT | STATUS_REMOVED, now, user_id)
+    conditions.begin(meter, "mep_installed_or_removed", now, 0, user_id)
+    return device
+
+
+def _device(meter, slot: int) -> dict:
+    device = _own(meter)["slots"][slot]
+    if device is None:
+        raise ValueError(f"ET14 slot {slot + 1} is empty")
+    return device
+
+
+def count_attempt(meter, slot: int, now: float, *, billing: bool) -> None:
+    """ET14 "Read Attempts" (any request to the device) and, for billing reads, "Last Read
+    Attempt": both updated when the request is made (MEP p.86, p.89: "Pre")."""
+    device = _device(meter, slot)
+    device["read_attempts"] += 1
+    if billing:
+        device["last_read_attempt"] = _stamp(meter, now)
+
+
+def record_read(meter, slot: int, data: bytes, now: float, *, to_et16: bool) -> None:
+    """A successful read of ``data`` from the MEP client in ``slot``: ET14 "Read Answers", the
+    ET16 read count, and (``to_et16``) the ET16 record itself with ET14 "Billing Read Length"
+    (timestamp, header fields and data, MEP p.86)."""
+    device = _device(meter, slot)
+    device["read_answers"] += 1
+    device["first_read"] = False
+    read = _own(meter)["reads"].setdefault(str(slot), dict(time=None, read_count=0, data=""))
+    read["read_count"] += 1
+    if to_et16:
+        read.update(time=_stamp(meter, now), data=data.hex())
+        device["billing_read_length"] = MEP_READ_HEADER + len(data)
+
+
+def first_read_pending(meter, slot: int) -> bool:
+    """True until the first read of a newly registered device, which always goes to ET16
+    (MEP p.92, p.119)."""
+    return _device(meter, slot)["first_read"]
+
+
+def log_recurring_read(meter, slot: int, data: bytes, now: float,
+                       user_id: int = USER_NONE) -> None:
+    """Append a scheduled read to ET45 (MEP p.119-121) and raise BT03 "Mfg Log Entry
+    Available" (ET36 logs post it, MEP p.107). Only while ET45 has entries: with ET36 "Current
+    Entries" 0 (the default) scheduled reads go to ET16."""
+    size = RECURRING_READ_LOGS.entries
+    if size == 0:
+        raise ValueError("ET45 has no entries (ET36 Current Entries = 0)")
+    log = _own(meter)["recurring"]
+    log["sequence"] += 1
+    if log["unread"] >= size:
+        log["overflow"] = True  # an unread entry is overwritten
+    log["unread"] = min(log["unread"] + 1, size)
+    log["entries"].append(dict(sequence=log["sequence"], handle=_device(meter, slot)["handle"],
+                               time=_stamp(meter, now),
+                               read_count=_own(meter)["reads"].get(str(slot), {})
+                               .get("read_count", 0) & 0xFFFF, data=data.hex()))
+    del log["entries"][:-253]  # ET36 "Max Entries" for ET45 (MEP p.109)
+    conditions.begin(meter, "mfg_log_entry_available", now, et(45), user_id)
+
+
+# ---- alarms ---------------------------------------------------------------------------------
+
+def latch_alarms(meter, slot: int, now: float, *names: str, user_id: int = USER_NONE) -> None:
+    """Latch ET14 "MEP Alarms" bits of a device until EP18 clears them (MEP p.87-88). A newly
+    latched bit "triggers the MEP alarm in BT03" (MEP p.87): BT03 "M-Bus Alarm" (OPG p.46),
+    its event's argument the device handle."""
+    device = _device(meter, slot)
+    new = [name for name in names if name not in device["mep_alarms"]]
+    device["mep_alarms"] += new
+    if new:
+        conditions.begin(meter, "mbus_alarm", now, device["handle"], user_id)
+
+
+def record_status(meter, slot: int, device_alarms: int, now: float,
+                  user_id: int = USER_NONE) -> None:
+    """A status read's device alarm byte: ET14 "Status Read Timestamp" and "MEP Device Alarms",
+    whose bits stay latched until EP18 (MEP p.89); new bits latch "New Device Alarm" (p.87)."""
+    device = _device(meter, slot)
+    device["status_read_time"] = _stamp(meter, now)
+    fresh = device_alarms & ~device["mep_device_alarms"]
+    device["mep_device_alarms"] |= device_alarms
+    if fresh:
+        latch_alarms(meter, slot, now, "new_device_alarm", user_id=user_id)
+
+
+def clear_alarms(meter, slots) -> None:
+    """EP18: clear the latched ET14 alarm bits of ``slots``; once no device has any latched,
+    BT03 "M-Bus Alarm" is cleared as well (the condition it reports is over)."""
+    own = _own(meter)
+    for slot in slots:
+        device = own["slots"][slot]
+        if device is not None:
+            device["mep_alarms"] = []
+            device["mep_device_alarms"] = 0
+    if not any(device and (device["mep_alarms"] or device["mep_device_alarms"])
+               for device in own["slots"]):
+        conditions.end(meter, "mbus_alarm")
+
+
+# ---- ET13 alert flags -----------------------------------------------------------------------
+
+def set_alert_flags(meter, channel: int, now: float, **flags: int) -> None:
+    """Set or clear MEP client ``channel``'s ET13 "Alert Flags" (MEP p.82-83). The flags are
+    the meter's: ET13 keeps them across client writes, so they are changed in place here."""
+    table = CATALOG[et(13)]
+    layout = table.layout_for(meter)
+    values = layout.parse(meter.table_bytes(et(13), now))
+    values.mep_clients[channel - 1].alert_flags.update(flags)
+    meter.state.tables[et(13)] = layout.build(values)
+    meter.dirty = True
+
+
+def alert_flags(meter, channel: int, now: float) -> dict:
+    return dict(_parse(meter, 13, now).mep_clients[channel - 1].alert_flags)
+
+
+# ---- the on-demand queue (ET15) -------------------------------------------------------------
+
+def post_request(meter, now: float, *, transaction_number: int, device_handle: int,
+                 request_type: int, targets, message: bytes = b"",
+                 multicast: bytes | None = None) -> int | None:
+    """Post a request at ET15's write pointer (MEP p.89-91) for the devices in ``targets``
+    (slots). None when the queue is full: the entry there still waits for its result. A
+    request to a MEP client raises its ET13 "On-demand Request in ET15" alert."""
+    expire_requests(meter, now)
+    queue = _own(meter)["queue"]
+    index = queue["write"]
+    if queue["entries"][index] is not None and queue["entries"][index]["result"] == PENDING:
+        return None
+    queue["entries"][index] = dict(transaction_number=transaction_number,
+                                   device_handle=device_handle, request_type=request_type,
+                                   result=PENDING, posted=now, targets=sorted(targets))
+    queue["messages"][index] = message.hex()
+    if multicast is not None:
+        queue["multicast"] = multicast.hex()
+    queue["write"] = (index + 1) % len(queue["entries"])
+    _settle(meter, now)
+    return index
+
+
+def oldest_request(meter, now: float) -> tuple[int, dict] | None:
+    """The entry at ET15's read pointer while it waits for its result: "only the oldest entry
+    can be cleared" (MEP p.24-25)."""
+    expire_requests(meter, now)
+    queue = _queue(meter)
+    entry = queue["entries"][queue["read"]]
+    if entry is None or entry["result"] != PENDING:
+        return None
+    return queue["read"], entry
+
+
+def complete_request(meter, index: int, result: int, now: float) -> None:
+    """Give ET15 entry ``index`` its result (MEP p.91); the read pointer moves past it."""
+    _own(meter)["queue"]["entries"][index]["result"] = result
+    _settle(meter, now)
+
+
+def expire_requests(meter, now: float) -> None:
+    """Requests older than ET51 "On-demand Timeout" end as "No response from device" (MEP
+    p.24-25, p.128). Run before every queue operation; the MEP engine's timer runs it too."""
+    server = _server(meter)
+    if server is None or server["queue"] is None:
+        return
+    clients = _parse(meter, 51, now).clients
+    changed = False
+    for entry in server["queue"]["entries"]:
+        if entry is None or entry["result"] != PENDING:
+            continue
+        channels = [slot_channel(meter, slot) or 1 for slot in entry["targets"]] or [1]
+        timeout = clients[min(channels[0], len(clients)) - 1].on_demand_timeout
+        if now - entry["posted"] >= timeout:
+            entry["result"] = NO_RESPONSE
+            changed = True
+    if changed:
+        _settle(meter, now)
+
+
+def _settle(meter, now: float) -> None:
+    """Move the read pointer to the oldest request still waiting (or to the write pointer) and
+    keep each MEP client's "On-demand Request in ET15" alert in step with the queue."""
+    queue = _own(meter)["queue"]
+    size = len(queue["entries"])
+    entries = queue["entries"]
+    oldest_first = [(queue["write"] + step) % size for step in range(size)]
+    waiting = [i for i in oldest_first if entries[i] and entries[i]["result"] == PENDING]
+    queue["read"] = waiting[0] if waiting else queue["write"]
+    waiting = {slot for index in waiting for slot in entries[index]["targets"]}
+    for channel in range(1, product_dimensions(meter).mep_channels + 1):
+        pending = int(mep_slot(meter, channel) in waiting)
+        if alert_flags(meter, channel, now).get("on_demand_request") != pending:
+            set_alert_flags(meter, channel, now, on_demand_request=pending)

@@ -2,10 +2,11 @@
 (BT15), the BT23 snapshots (BT24-BT26), the present register selection (BT27), and the
 manufacturer's energy and demand tables (ET12, ET40, ET41, ET48, ET80).
 
-Demands and self reads are not configured on this meter (BT21.2 = BT21.4 = BT21.8 = 0). Every
-table here is sized from BT21 and BT22 as the meter publishes them, so the tables keep agreeing
-when a later issue configures demands or self reads. Snapshots and logs read as a freshly
-commissioned meter's until the TOU/demand engine (later work) records them.
+Every table here is sized from BT21 and BT22 as the meter publishes them, so the tables keep
+agreeing when demands or self reads are configured. The billing state behind them (self reads,
+demand resets, the demand configuration EP32/EP33 set, the tier EP05 forces) lives in meter
+subsystems with the accessors below: procedures/metering.py changes it, the renders show it, and
+the metering engine (issue 5) adds the scheduled self reads, demand resets and maximum demands.
 
 OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client Developer's Guide
 (OSGP Alliance, 2022); printed page numbers (the page footers).
@@ -35,11 +36,128 @@ def _published(meter, table_id: int):
     return CATALOG[table_id].layout_for(meter).parse(meter.table_bytes(table_id, 0.0))
 
 
-def _actual_register(meter):
+def actual_register(meter):
     """BT21: self reads, demands, present demands and values configured now."""
     return _published(meter, bt(21))
 
 
+# ---------------------------------------------------------------------------------------
+# Billing state. Each subsystem is created on first change (an idle meter stores nothing); the
+# renders read it through ``billing_view``. A snapshot (self read, demand reset) is the BT23
+# image with the BT55 minute and season it was taken at: what BT25, BT26 and ET41 entries hold.
+
+SELF_READ = "self_read"
+DEMAND = "demand"
+TARIFF = "tariff"
+
+
+def _list_defaults() -> dict:
+    """A small circular list: sequence of the newest record (never reset, OPG p.28, MEP p.110),
+    unread count, overflow flag and the newest records (dicts with a ``sequence``)."""
+    return dict(sequence=0, unread=0, overflow=False, entries=[])
+
+
+def _demand_defaults() -> dict:
+    """EP32/EP33 settings (``log_entries`` None: ET41's built-in size); the demand resets: their
+    list (its sequence counts them), the BT25 snapshot of the last one, and the maximum demands
+    the metering engine (issue 5) tracks and EP34 resets."""
+    return dict(configured=False, bidn=0, self_reads=0, sub_interval=0, interval_multiplier=0,
+                log_entries=None, resets=_list_defaults(), last_reset=None, maximum_demands=[])
+
+
+def _tariff_defaults() -> dict:
+    """forced_tier: EP05's tier (None = the calendar drives); calendar_tier and season: what
+    the TOU engine (issue 5) selects, 0 until it runs."""
+    return dict(forced_tier=None, calendar_tier=0, season=0)
+
+
+_DEFAULTS = {SELF_READ: _list_defaults, DEMAND: _demand_defaults,
+             TARIFF: _tariff_defaults}
+
+
+def billing_state(meter, name: str) -> dict:
+    """The subsystem ``name`` (SELF_READ, DEMAND, TARIFF) for changing; set ``meter.dirty``."""
+    return meter.subsystem(name, **_DEFAULTS[name]())
+
+
+def billing_view(meter, name: str) -> dict:
+    """The subsystem ``name`` for reading, without creating it."""
+    return {**_DEFAULTS[name](), **meter.state.subsystems.get(name, {})}
+
+
+def configured_self_reads(meter) -> int:
+    """The self reads EP32 told BT26 to keep (0 before): the number BT21.2 publishes."""
+    return billing_view(meter, DEMAND)["self_reads"]
+
+
+def current_season(meter) -> int:
+    return billing_view(meter, TARIFF)["season"]
+
+
+def tier_status(meter) -> tuple[int, int]:
+    """BT55.7 (Current Tier, Tier Drive; MEP p.230-231): a tier forced by EP05 holds until
+    released (drive 2, "set manually with hold on"); otherwise the calendar's tier, drive 0."""
+    tariff = billing_view(meter, TARIFF)
+    if tariff["forced_tier"] is not None:
+        return tariff["forced_tier"], 2
+    return tariff["calendar_tier"], 0
+
+
+def snapshot(meter, now: float, sequence: int, **extra) -> dict:
+    """BT23 now, stamped with the BT55 minute (local time) and the season."""
+    local = meter.local(now).replace(second=0)
+    return dict(sequence=sequence, time=local.isoformat(timespec="minutes"),
+                season=current_season(meter), registers=meter.table_bytes(bt(23), now).hex(),
+                **extra)
+
+
+_STAMP = Struct("time" / STimeDate(), "season" / UINT8)
+
+
+def _stamped(meter, record: dict | None) -> bytes:
+    """STIME_DATE, season and BT23 image of a snapshot (zeros for none, or for one taken
+    before BT23 changed size: its register data no longer fits the layout)."""
+    size = _bt23_layout(meter).sizeof()
+    raw = bytes.fromhex(record["registers"]) if record else b""
+    if len(raw) != size:
+        return bytes(_STAMP.sizeof() + size)
+    when = dt.datetime.fromisoformat(record["time"])
+    return _STAMP.build(dict(time=when, season=record["season"])) + raw
+
+
+def _list_image(log: dict, capacity: int, entry, element_size: int, list_type: int) -> bytes:
+    """A small circular list (list_header, then ``capacity`` elements) as bytes. The record
+    with sequence s sits in element (s - 1) mod capacity; only the newest ``capacity`` count."""
+    sequence = log["sequence"]
+    held = [r for r in log["entries"] if capacity and r["sequence"] > sequence - capacity]
+    header = Struct(*list_header()).build(dict(
+        flags=dict(overflow=int(log["overflow"]), list_type=list_type),
+        valid_entries=len(held),
+        last_entry_element=(sequence - 1) % capacity if held else 0,
+        last_entry_sequence_number=sequence & 0xFFFF,
+        unread_entries=min(log["unread"], capacity),
+    ))
+    body = bytearray(capacity * element_size)
+    for record in held:
+        start = (record["sequence"] - 1) % capacity * element_size
+        body[start:start + element_size] = entry(record)
+    return header + bytes(body)
+
+
+def append_record(log: dict, record: dict, capacity: int) -> None:
+    """Add ``record`` (its ``sequence`` the next one) to a list state, keeping the newest
+    ``capacity``. An unread entry overwritten sets the overflow flag, as C12.19 lists do (OPG
+    p.28); with no room at all the record is counted but not kept."""
+    log["sequence"] = record["sequence"]
+    if not capacity:
+        log["entries"].clear()
+        return
+    log["entries"].append(record)
+    del log["entries"][: max(0, len(log["entries"]) - capacity)]
+    if log["unread"] >= capacity:
+        log["overflow"] = True
+    else:
+        log["unread"] += 1
 
 
 # ---------------------------------------------------------------------------------------
@@ -56,17 +174,28 @@ def _bt13_layout(meter):
         "power_fail_exclusion" / UINT8,
         "cold_load_pickup" / UINT8,
         "intervals" / Array(
-            _actual_register(meter).demands,
+            actual_register(meter).demands,
             Struct("sub_interval" / UINT8, "interval_multiplier" / UINT8),
         ),
     )
+
+
+def _bt13_render(meter, now):
+    """The demand interval EP32/EP33 set, the same for every demand (MEP p.114); no reset or
+    power-fail exclusions, no cold load pickup."""
+    config = billing_view(meter, DEMAND)
+    values = zeros(_bt13_layout(meter))
+    interval = dict(sub_interval=config["sub_interval"],
+                    interval_multiplier=config["interval_multiplier"])
+    values.intervals = [interval] * len(values.intervals)
+    return values
 
 
 declare(
     bt(13), "Demand Control",
     read=OPTICAL_READERS,
     layout=_bt13_layout,
-    render=lambda meter, now: zeros(_bt13_layout(meter)),  # EP32/33 (later) configure demand
+    render=_bt13_render,
     provenance=c1219(
         "DEMAND_CONTROL_TBL (reset exclusion, power-fail times, then SUB_INT/INT_MULTIPLIER per "
         "demand), placing BT13.4/BT13.5 where MEP p.114 (ET42.19-20) cites them; sized by BT21.4"
@@ -190,17 +319,23 @@ declare(
     write={Key.MK, Key.PK, Key.MAK, Key.PLC},
     layout=_snapshot_layout,
     # Stored: a client may write it on most firmware, so the meter keeps the image; the TOU
-    # engine (later work) stores its season-change snapshot of BT23 here.
+    # engine (issue 5) stores its season-change snapshot of BT23 here, EP64 drops it.
     defaults=lambda meter: zeros(_snapshot_layout(meter)),
     apply=_bt24_apply,
     provenance=documented("MEP p.211-212; OPG p.60 (write MK, PK except on firmware 3.7x, 4.10+)"),
 )
 
+
+def _bt25_render(meter, now):
+    """The BT23 snapshot the last demand reset (EP34, EP33) took; zeros before the first."""
+    return _stamped(meter, billing_view(meter, DEMAND)["last_reset"])
+
+
 declare(
     bt(25), "Previous Demand Reset Data",
     read=READERS,
     layout=_snapshot_layout,
-    render=lambda meter, now: zeros(_snapshot_layout(meter)),  # the demand engine (later)
+    render=_bt25_render,
     provenance=documented("MEP p.212; OPG p.60 (same STIME_DATE + season + BT23 image as BT24)"),
 )
 
@@ -209,7 +344,7 @@ declare(
 
 
 def _bt26_layout(meter):
-    bt21 = _actual_register(meter)
+    bt21 = actual_register(meter)
     entry = ["time" / STimeDate(), "season" / UINT8, "registers" / _bt23_layout(meter)]
     if bt21.demands:
         entry.insert(0, "bidn" / UINT16)
@@ -217,11 +352,19 @@ def _bt26_layout(meter):
 
 
 def _bt26_render(meter, now):
-    """An empty circular list of BT21.2 entries; the TOU engine (later work) takes the self
-    reads. List type reads FALSE while BT21.2 is 0 (OPG p.28)."""
-    values = zeros(_bt26_layout(meter))
-    values.flags = dict(list_type=int(_actual_register(meter).self_reads > 0))
-    return values
+    """The newest BT21.2 self reads (EP04; the calendar's, issue 5) in a circular list. List
+    type reads FALSE while BT21.2 is 0 (OPG p.28); a BIDN precedes each entry when demands are
+    configured (BT21.4 != 0), the one EP32 set when the self read was taken."""
+    bt21 = actual_register(meter)
+    layout = _bt26_layout(meter)
+    element = layout.subcons[-1].subcon.subcon.sizeof()
+
+    def entry(record):
+        bidn = record.get("bidn", 0).to_bytes(2, "little") if bt21.demands else b""
+        return bidn + _stamped(meter, record)
+
+    return _list_image(billing_view(meter, SELF_READ), bt21.self_reads, entry, element,
+                       list_type=int(bt21.self_reads > 0))
 
 
 declare(
@@ -248,7 +391,7 @@ PRESENT_VALUE_SOURCES = (
 
 
 def _bt27_layout(meter):
-    bt21 = _actual_register(meter)
+    bt21 = actual_register(meter)
     return Struct(
         "present_demand_sources" / Array(bt21.present_demands, UINT8),
         "present_value_sources" / Array(bt21.present_values, UINT8),
@@ -257,7 +400,7 @@ def _bt27_layout(meter):
 
 def _bt27_render(meter, now):
     """Present demand sources stay 0 until the demand engine (later work) configures them."""
-    bt21 = _actual_register(meter)
+    bt21 = actual_register(meter)
     return dict(present_demand_sources=[0] * bt21.present_demands,
                 present_value_sources=list(PRESENT_VALUE_SOURCES[: bt21.present_values]))
 
@@ -327,8 +470,18 @@ declare(
 # ---------------------------------------------------------------------------------------
 # ET41 Historical Demand Reset Log
 
-#: ET41 entries: ET36 "Current Entries", 0 until EP32 configures demand (MEP p.109).
+#: ET41 entries before EP32 sets a size: ET36 "Current Entries" is 0 until then (MEP p.109).
 DEMAND_RESET_LOG_ENTRIES = 0
+#: ET36 "Max Entries" of ET41 (MEP p.109).
+DEMAND_RESET_LOG_MAX = 255
+#: ET41 Reset Reason of a demand reset a procedure made ("Procedural (MP33, MP34)", MEP p.111).
+PROCEDURAL_RESET = 1
+
+
+def demand_reset_log_entries(meter) -> int:
+    """ET41's entry count: the one EP32 configured, else the built-in one."""
+    configured = billing_view(meter, DEMAND)["log_entries"]
+    return DEMAND_RESET_LOG_ENTRIES if configured is None else configured
 
 
 def _et41_entry(meter):
@@ -348,15 +501,24 @@ def demand_reset_entry_size(meter) -> int:
 
 
 def _et41_layout(meter):
-    entries = Array(DEMAND_RESET_LOG_ENTRIES, _et41_entry(meter))
+    entries = Array(demand_reset_log_entries(meter), _et41_entry(meter))
     return Struct(*list_header(), "entries" / entries)
 
 
 def _et41_render(meter, now):
-    """An empty circular log; demand resets (later work) append to it and copy to BT25."""
-    values = zeros(_et41_layout(meter))
-    values.flags = dict(list_type=1)
-    return values
+    """The newest demand resets (EP34, EP33; scheduled ones in issue 5), each with the BT23
+    snapshot BT25 also shows for the last one; always a circular list (MEP p.110). The header's
+    sequence number counts every demand reset, even with no entries configured."""
+    size = demand_reset_entry_size(meter)
+    prefix = Struct("length" / UINT16, "reset_reason" / UINT8, "bidn" / UINT16)
+
+    def entry(record):
+        head = prefix.build(dict(length=size, reset_reason=record["reason"],
+                                 bidn=record.get("bidn", 0)))
+        return head + _stamped(meter, record)
+
+    return _list_image(billing_view(meter, DEMAND)["resets"], demand_reset_log_entries(meter),
+                       entry, size, list_type=1)
 
 
 declare(
@@ -364,7 +526,7 @@ declare(
     read=READERS,
     layout=_et41_layout,
     render=_et41_render,
-    provenance=documented("MEP p.110-111 (entries per ET36, MEP p.108-109)"),
+    provenance=documented("MEP p.110-111 (entries per ET36, MEP p.108-109; EP32 sets how many)"),
 )
 
 # ---------------------------------------------------------------------------------------
@@ -391,17 +553,17 @@ def _highest_source_id(meter) -> int:
     return 215
 
 
+def known_source_id(meter, source: int) -> bool:
+    """A standard source ID this firmware has (MEP p.203-206)."""
+    return source <= _highest_source_id(meter) and source not in _UNUSED_SOURCE_IDS
+
+
 def _et48_apply(meter, values, ctx):
-    highest = _highest_source_id(meter)
-
-    def known(source):
-        return source <= highest and source not in _UNUSED_SOURCE_IDS
-
     for i, entry in enumerate(values.entries):
         if not entry.flags["configured"]:
             continue
         coincidents = [s for s in entry.coincident_sources if s != NO_COINCIDENT]
-        if not all(known(s) for s in [entry.source, *coincidents]):
+        if not all(known_source_id(meter, s) for s in [entry.source, *coincidents]):
             raise ServiceError(ResponseCode.ERR, f"ET48 entry {i}: unknown source ID")
 
 

@@ -118,6 +118,19 @@ def _et02_apply(meter, values, ctx):
     return _keep(meter, et(2), _ET02, values, ctx, ("battery",))  # EP28 Enable/Disable Battery
 
 
+def battery_enabled(meter) -> bool:
+    """ET02's battery-enabled flag (EP28 switches it)."""
+    return bool(_ET02.parse(meter.table_bytes(et(2), 0.0)).battery["enabled"])
+
+
+def set_battery_enabled(meter, enabled: bool) -> None:
+    """EP28's effect on ET02: the flag a client's write keeps (``_et02_apply``)."""
+    values = _ET02.parse(meter.table_bytes(et(2), 0.0))
+    values.battery["enabled"] = int(enabled)
+    meter.state.tables[et(2)] = _ET02.build(values)
+    meter.dirty = True
+
+
 declare(
     et(2), "Battery Information",
     read=READERS,
@@ -232,9 +245,10 @@ def _et17_layout(meter):
 
 
 def _et17_render(meter, now):
-    """One bit per download packet received; the code-bank subsystem (EP08-EP10) will set them.
-    Until a download starts no packet has arrived."""
-    return bytes(product_dimensions(meter).verification_bitmap_size)
+    """One bit per download packet the inactive code bank holds (device/firmware.py)."""
+    from ..device import firmware  # here: device.firmware reads tables through the catalog
+
+    return firmware.verification_bitmap(meter)
 
 
 declare(
@@ -243,8 +257,9 @@ declare(
     layout=_et17_layout,
     render=_et17_render,
     provenance=designed(
-        "only its size is public (ET11.36 = 1250 bytes, OPG p.42); ours: bit n set once "
-        "firmware download packet n has been received"),
+        "only its size is public (ET11.36 = 1250 bytes, OPG p.42); ours: bit n (byte n // 8, "
+        "LSB first) set once EP09 stored packet n (image bytes 64n..64n+63) in the inactive "
+        "code bank; EP08 and a switch (EP10) clear it"),
 )
 
 # ---------------------------------------------------------------------------------------
@@ -394,9 +409,14 @@ def _et54_layout(meter):
 
 
 def _et54_render(meter, now):
-    """A freshly commissioned meter's status. The relay, tariff, load profile and MEP
-    transaction subsystems will fill their fields; ET79's size is the history log's."""
+    """A freshly commissioned meter's status; the control relays' randomized operations come
+    from the relay subsystem (device/relay.py). The tariff, load profile and MEP transaction
+    subsystems will fill their fields; ET79's size is the history log's."""
+    from ..device import relay  # here: device.relay reads tables through the catalog
+
     values = zeros(_et54_layout(meter))
+    values.update((name, value) for name, value in relay.et54_fields(meter, now).items()
+                  if name in values)
     values.interface_compatibility.update(
         # several load profile data sets came with 3.50 (ET55 Primary Load Profile Index)
         multiple_load_profile_data_sets=int(firmware_at_least(meter, "3.50")),
@@ -429,6 +449,20 @@ declare(
 # Energy Register Unit follow from 3.70 (MEP p.154), the MEP/optical/tamper block from 4.0.
 
 
+#: ET55 offsets 24..51 are reserved in the guide (MEP p.142). The broadcast group IDs EP27
+#: manages (up to ET11.18 = 10, ECH p.68) are kept in their first 20 bytes: no public table
+#: lists a meter's groups, and this keeps them with the rest of the meter's configuration.
+#: 0 is an empty slot (0x0000 is no valid group ID, MEP p.131).
+_ET55_GROUP_AREA = 28
+
+
+def _group_slots(meter) -> int:
+    slots = product_dimensions(meter).group_ids
+    if 2 * slots > _ET55_GROUP_AREA:
+        raise AssertionError(f"ET11.18 = {slots} group IDs do not fit in ET55.24..51")
+    return slots
+
+
 def _et55_layout(meter):
     gen4 = _gen4(meter)
     fields = [
@@ -443,7 +477,8 @@ def _et55_layout(meter):
         "plc_failed_authentication_lockout_duration" / UINT8,
         "optical_failed_authentication_lockout_threshold" / UINT8,
         "optical_failed_authentication_lockout_duration" / UINT8,
-        "reserved_24" / Bytes(28),
+        "broadcast_group_ids" / Array(_group_slots(meter), UINT16),
+        "reserved_44" / Bytes(_ET55_GROUP_AREA - 2 * _group_slots(meter)),
         "scheduled_lcd_message_id" / Bytes(4 + gen4),
         "scheduled_lcd_message_id_decimal_points" / UINT8,
         "scheduled_lcd_message_text" / Bytes(8),
@@ -619,7 +654,28 @@ def _et55_apply(meter, values, ctx):
         _require(values.va_calculation_method <= 1, "ET55 VA calculation method must be 0 or 1")
     layout = _et55_layout(meter)
     kept = [name for name in _ET55_METER_CONTROLLED if name.partition(".")[0] in values]
+    kept.append("broadcast_group_ids")  # EP27's
     return _keep(meter, et(55), layout, values, ctx, kept + _reserved(layout))
+
+
+def broadcast_groups(meter) -> list[int]:
+    """The broadcast group IDs this meter belongs to (EP27), in slot order, empty slots left
+    out. A group broadcast (ET52/ET27 transaction type 3) is for this meter when one of these
+    matches its list (0xYYFF: every sub-group of YY; 0xFFYY, 0xFFFF: everyone; MEP p.131)."""
+    values = _et55_layout(meter).parse(meter.table_bytes(et(55), 0.0))
+    return [group for group in values.broadcast_group_ids if group]
+
+
+def set_broadcast_groups(meter, groups: list[int]) -> None:
+    """EP27's effect: ``groups`` (at most ET11.18) fill ET55's group slots, the rest are 0."""
+    layout = _et55_layout(meter)
+    values = layout.parse(meter.table_bytes(et(55), 0.0))
+    slots = _group_slots(meter)
+    if len(groups) > slots:
+        raise ValueError(f"{len(groups)} broadcast groups; the meter has {slots} slots")
+    values.broadcast_group_ids = list(groups) + [0] * (slots - len(groups))
+    meter.state.tables[et(55)] = layout.build(values)
+    meter.dirty = True
 
 
 declare(
@@ -630,7 +686,8 @@ declare(
     defaults=_et55_defaults,
     apply=_et55_apply,
     provenance=documented("MEP p.139-163 (128 bytes; A + 40 with A = 146 + 4*(BT20.7-1) on "
-                          "3.70+; Gen 4 offsets +1 and 22 more bytes); OPG p.60"),
+                          "3.70+; Gen 4 offsets +1 and 22 more bytes); OPG p.60; the broadcast "
+                          "group IDs in reserved offsets 24-43 are our design (EP27)"),
 )
 
 # ---------------------------------------------------------------------------------------

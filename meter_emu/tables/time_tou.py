@@ -283,7 +283,7 @@ MAX_PREPAY_RATE = 1_000_000
 
 _ET05 = Struct(
     "primary_maximum_power_level" / UINT32,
-    "reserved" / Bytes(4),
+    "secondary_maximum_power_level" / UINT32,
     "prepay_tier_rates" / Array(4, UINT32),
     "relay_calendar_modes" / Bits(1, relay_1=(0, 4), relay_2=(4, 4)),
     "options" / Bits(1, maximum_level_thresholds=0),
@@ -314,7 +314,8 @@ declare(
     write=CONFIGURERS,
     layout=_ET05,
     defaults=lambda meter: dict(
-        primary_maximum_power_level=0, reserved=bytes(4), prepay_tier_rates=[0] * 4,
+        primary_maximum_power_level=0, secondary_maximum_power_level=0,
+        prepay_tier_rates=[0] * 4,
         relay_calendar_modes={}, options={},
     ),
     apply=_et05_apply,
@@ -323,7 +324,8 @@ declare(
         "NES publishes no layout; the guides place the Primary Maximum Power Level at ET05.0 "
         "(MEP p.183), the prepay rates of tiers 1-4 at ET05.8-23 (p.154), the threshold enable "
         "at ET05.25.0 (p.121) and the relay calendar mode in ET05 (p.166); byte 24 holds that "
-        "mode per relay, bytes 4-7 stay reserved"
+        "mode per relay; bytes 4-7, between the primary level and the rates, hold the secondary "
+        "level EP22 (Switch Maximum Power Level) switches to, in W like the primary"
     ),
 )
 
@@ -343,15 +345,17 @@ def _et23_layout(meter):
 
 
 def _et23_render(meter, now):
-    """A fresh meter: no LonTalk messages yet (the PLC port will count them), contactor closed
-    (the relay subsystem will drive it). The active calendar is BT54's; an ET47 override's
-    calendar is the TOU engine's to show."""
+    """No LonTalk messages yet (the PLC port will count them); the contactor's commanded state
+    from the relay subsystem (device/relay.py). The active calendar is BT54's; an ET47
+    override's calendar is the TOU engine's to show."""
+    from ..device import relay  # here: device.relay reads tables through the catalog
+
     layout = _et23_layout(meter)
     return dict(
         lontalk_messages_received=0,
         lontalk_messages_validated=0,
         reserved=bytes(86),
-        disconnect_internal_status=0,
+        disconnect_internal_status=relay.et23_status(meter),
         active_calendar_id=calendar_id(meter, now),
         reserved_end=bytes(layout.sizeof() - 99),
     )
@@ -377,7 +381,8 @@ _ET30 = Struct(
     "maximum_current_level" / UINT32,
     "exceed_time_threshold" / UINT16,
     "reconnect_lockout" / UINT16,
-    "status" / Bits(1, power_level_exceeded=0, current_level_exceeded=1),
+    "status" / Bits(1, power_level_exceeded=0, current_level_exceeded=1,
+                    secondary_level_active=2),
 )
 
 
@@ -402,8 +407,9 @@ declare(
     pending=True,
     provenance=designed(
         "NES publishes no layout (OPG p.60: configuration and status of the maximum power and "
-        "current levels); the power level is ET05.0, so ET30 holds the current level (mA), how "
-        "long a level must be exceeded (s), the reconnect lockout (s) and the exceeded flags"
+        "current levels); the power levels are ET05.0 and ET05.4, so ET30 holds the current "
+        "level (mA), how long a level must be exceeded (s), the reconnect lockout (s), the "
+        "exceeded flags and which power level EP22 made active (status bit 2: 1 = secondary)"
     ),
 )
 
