@@ -106,3 +106,24 @@ def meter():
 @pytest.fixture
 def client(meter, clock):
     return LinkClient(optical_protocol(meter, clock))
+
+
+def bt07(number: int, psn: int, params: bytes = b"", selector: int = 0) -> bytes:
+    """A BT07 procedure request: procedure word (LSB first, selector in bits 12..15), PSN,
+    parameters."""
+    return (number | selector << 12).to_bytes(2, "little") + bytes([psn]) + params
+
+
+class Procedures:
+    """Calls procedures through BT07/BT08 with a fresh PSN each time; returns (result code,
+    response data)."""
+
+    def __init__(self, client: LinkClient):
+        self.client, self.psn = client, 0
+
+    def __call__(self, number: int, params: bytes = b"") -> tuple[int, bytes]:
+        self.psn = self.psn % 250 + 1
+        assert self.client.write(7, bt07(number, self.psn, params)) == b"\x00"
+        bt08 = self.client.read(8)
+        assert bt08[:3] == number.to_bytes(2, "little") + bytes([self.psn])
+        return bt08[3], bt08[4:]

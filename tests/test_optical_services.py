@@ -7,14 +7,11 @@ import datetime as dt
 
 import pytest
 
-from conftest import MK, PK, RK, LinkClient
+from conftest import bt07, MK, PK, RK, LinkClient
 
 OK, ERR, SNS, ISC, ONP, IAR, RNO, ISSS = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x09, 0x0A
 ET03, ET04 = 2051, 2052
 
-
-def bt07(number: int, psn: int, params: bytes = b"", selector: int = 0) -> bytes:
-    return (number | selector << 12).to_bytes(2, "little") + bytes([psn]) + params
 
 
 def set_time_params(moment: dt.datetime, mask: int = 0x03, qualifier: int = 0x10) -> bytes:

@@ -7,7 +7,7 @@ import json
 import zlib
 
 import pytest
-from conftest import MK, PK, RK, LinkClient
+from conftest import Procedures, MK, PK, RK
 
 from meter_emu.device import firmware
 from meter_emu.device.meter import Meter, MeterState
@@ -20,22 +20,6 @@ PROGRAM_ID = bytes.fromhex("9FFFFF0500000042")
 SIZE = firmware.PACKET_SIZE
 
 
-def bt07(number: int, psn: int, params: bytes = b"", selector: int = 0) -> bytes:
-    return (number | selector << 12).to_bytes(2, "little") + bytes([psn]) + params
-
-
-class Procedures:
-    """Calls procedures with a fresh PSN each time; returns (result code, response data)."""
-
-    def __init__(self, client: LinkClient):
-        self.client, self.psn = client, 0
-
-    def __call__(self, number: int, params: bytes = b"") -> tuple[int, bytes]:
-        self.psn = self.psn % 250 + 1
-        assert self.client.write(7, bt07(number, self.psn, params)) == b"\x00"
-        bt08 = self.client.read(8)
-        assert bt08[:3] == number.to_bytes(2, "little") + bytes([self.psn])
-        return bt08[3], bt08[4:]
 
 
 def packed(version: str) -> int:

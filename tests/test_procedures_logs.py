@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from conftest import MK, RK, LinkClient
+from conftest import Procedures, MK, RK, LinkClient
 
 from meter_emu.clock import ManualClock
 from meter_emu.device.meter import Meter
@@ -16,21 +16,6 @@ BT03, BT73, BT74, ET03, ET79 = 3, 73, 74, 2051, 2048 + 79
 EP03, EP38, EP40 = 2048 + 3, 2048 + 38, 2048 + 40
 HISTORY, EVENT_LOG = 8, 1  # C12.19 LIST numbers
 
-
-class Procedures:
-    """BT07 writes with a fresh PSN each time; returns BT08's (result, data)."""
-
-    def __init__(self, client):
-        self.client = client
-        self.psn = 0
-
-    def __call__(self, number: int, params: bytes = b"") -> tuple[int, bytes]:
-        self.psn = self.psn % 250 + 1
-        request = number.to_bytes(2, "little") + bytes([self.psn]) + params
-        assert self.client.write(7, request) == b"\x00"
-        response = self.client.read(8)
-        assert response[:3] == request[:3]
-        return response[3], response[4:]
 
 
 def entries(raw: bytes) -> list[tuple[int, int, int, int]]:

@@ -10,7 +10,7 @@ import datetime as dt
 import itertools
 
 import pytest
-from conftest import MK, RK, LinkClient
+from conftest import bt07, MK, RK, LinkClient
 
 from meter_emu.device.access import CONFIGURERS
 from meter_emu.device.alarms import ALARMS
@@ -32,9 +32,6 @@ LOCAL_START = [26, 1, 1, 1, 0]  # ManualClock 2026-01-01 00:00 UTC, local = UTC 
 def ep(n: int) -> int:
     return 2048 + n
 
-
-def bt07(number: int, psn: int, params: bytes = b"", selector: int = 0) -> bytes:
-    return (number | selector << 12).to_bytes(2, "little") + bytes([psn]) + params
 
 
 _PSN = itertools.cycle(range(1, 255))

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from conftest import MK, PK, RK
+from conftest import bt07, MK, PK, RK
 from meter_emu.device import conditions
 from meter_emu.procedures import PROCEDURES
 from meter_emu.procedures.catalog import ep
@@ -18,9 +18,6 @@ from meter_emu.tables.extended import log_entries, log_entry_size
 COMPLETED, NOT_COMPLETED, INVALID, CONFLICT, NO_AUTH = 0, 1, 2, 3, 5
 QUIET = {9, 10}  # Procedure Invoked / Table Written To: the mechanism's, not the procedure's
 
-
-def bt07(number: int, psn: int, params: bytes = b"", selector: int = 0) -> bytes:
-    return (number | selector << 12).to_bytes(2, "little") + bytes([psn]) + params
 
 
 class Caller:
