@@ -104,7 +104,11 @@ def _lists(number: int) -> list[LogList]:
 # ET41 and ET75). Each keeps a dict with "unread", "overflow" and its entries in its
 # subsystem's state.
 
-def _header_log(name: str, state_of: Callable[[Any], dict], entries_key: str) -> LogList:
+def dict_log(name: str, state_of: Callable[[Any], dict], entries_key: str = "entries",
+             clearable: bool = True) -> LogList:
+    """A log whose state is a dict with "unread", "overflow" and its entries: BP05/EP26 take
+    read entries and clear the overflow flag, BP04 leaves none unread, EP25 empties it (its
+    sequence number goes on)."""
     def acknowledge(meter, count: int) -> int:
         own = state_of(meter)
         taken = min(count, own["unread"])
@@ -119,7 +123,8 @@ def _header_log(name: str, state_of: Callable[[Any], dict], entries_key: str) ->
         state_of(meter)[entries_key].clear()
         reset(meter)
 
-    return LogList(name, lambda meter: state_of(meter)["unread"], acknowledge, reset, clear)
+    return LogList(name, lambda meter: state_of(meter)["unread"], acknowledge, reset,
+                   clear if clearable else None)
 
 
 def _et31(meter) -> dict:
@@ -132,8 +137,8 @@ def _et45(meter) -> dict:
     return _own(meter)["recurring"]
 
 
-register_manufacturer_log(et(31), _header_log("meter one-time-read log (ET31)", _et31, "log"))
-register_manufacturer_log(et(45), _header_log("MEP recurring read log (ET45)", _et45, "entries"))
+register_manufacturer_log(et(31), dict_log("meter one-time-read log (ET31)", _et31, "log"))
+register_manufacturer_log(et(45), dict_log("MEP recurring read log (ET45)", _et45))
 
 
 # ---- BP04 / BP05 -------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from ..provenance import designed, documented
 from ..tables.catalog import CATALOG, bt, et, zeros
 from ..tables.dimensions import firmware_at_least, product_dimensions
 from .catalog import ProcedureFailed, Result, ResultCode, declare, ep
-from .logs import LogList, register_list, register_manufacturer_log
+from .logs import LogList, dict_log, register_list, register_manufacturer_log
 
 MAX_DATA_SETS = 4  # BT64..BT67
 
@@ -563,27 +563,6 @@ declare(
 # ET75) move; procedures/logs.py holds the registry.
 
 
-def _list_ops(get) -> dict:
-    """unread / acknowledge / reset / clear of a list state ``get(meter)`` (a dict with
-    ``unread``, ``overflow`` and ``entries``): BP05/EP26 take read entries and clear the
-    overflow flag, BP04 leaves none unread, EP25 empties the list (its sequence number goes on)."""
-    def acknowledge(meter, count):
-        log = get(meter)
-        taken = min(count, log["unread"])
-        log["unread"] -= taken
-        log["overflow"] = False
-        return taken
-
-    def reset(meter):
-        get(meter).update(unread=0, overflow=False)
-
-    def clear(meter):
-        get(meter).update(unread=0, overflow=False, entries=[])
-
-    return dict(unread=lambda meter: get(meter)["unread"], acknowledge=acknowledge, reset=reset,
-                clear=clear)
-
-
 def _self_reads(meter) -> dict:
     registers = _registers()
     return registers.billing_state(meter, registers.SELF_READ)
@@ -618,11 +597,10 @@ def _data_set_list(index: int) -> LogList:
                    reset)
 
 
-register_list(2, LogList("self-read list (BT26)", **_list_ops(_self_reads)))
+register_list(2, dict_log("self-read list (BT26)", _self_reads))
 for _index in range(MAX_DATA_SETS):
     register_list(3 + _index, _data_set_list(_index))
-register_manufacturer_log(et(41), LogList("demand reset log (ET41)", **_list_ops(_demand_resets)))
-_ET75_OPS = dict(_list_ops(_channel_log),
-                 unread=lambda meter: _lp().channel_log_view(meter)["unread"])
-del _ET75_OPS["clear"]  # ET75 cannot be reset while Welmec compliance is on (MEP p.178)
-register_manufacturer_log(et(75), LogList("channel change log (ET75)", **_ET75_OPS))
+register_manufacturer_log(et(41), dict_log("demand reset log (ET41)", _demand_resets))
+# ET75 cannot be reset while Welmec compliance is on (MEP p.178): EP25 leaves it alone
+register_manufacturer_log(et(75), dict_log("channel change log (ET75)", _channel_log,
+                                           clearable=False))
