@@ -64,7 +64,10 @@ def _merge(origin: str, base: dict, override: dict, prefix: str = "") -> None:
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ProfileError(f"profile {origin}: {dotted} must be a table [{dotted}]")
-            _merge(origin, base[key], value, dotted + ".")
+            if not base[key]:  # an empty table in default.toml is free-form, checked later
+                base[key] = {**base[key], **value}
+            else:
+                _merge(origin, base[key], value, dotted + ".")
             continue
         expected = type(base[key])
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
@@ -124,8 +127,8 @@ _VERSION = re.compile(r"^\d\.\d{1,2}\.\d{1,2}$")
 
 def _validate(origin: str, d: dict) -> None:
     ident = d["identity"]
-    _check(origin, d["meter"]["id"] != "" and "/" not in d["meter"]["id"], "meter.id",
-           "must be a non-empty name without '/'")
+    _check(origin, _topic_word(d["meter"]["id"]), "meter.id",
+           "must be a non-empty name without '/', '+' or '#' (it names MQTT topics)")
     _check(origin, d["meter"]["phases"] in (1, 3), "meter.phases", "must be 1 or 3")
     _check(origin, len(ident["manufacturer"]) <= 4 and ident["manufacturer"].isascii(),
            "identity.manufacturer", "must be at most 4 ASCII characters")
@@ -209,11 +212,30 @@ def _validate(origin: str, d: dict) -> None:
         _check(origin, 0 <= value < 2**31, f"registers.{key}", "must be 0..2^31-1")
     _check(origin, 0 <= d["mep"]["sequence_number"] < 2**32, "mep.sequence_number",
            "must be 0..2^32-1")
+    mqtt = d["mqtt"]
+    _check(origin, _topic_word(mqtt["prefix"], allow_slash=True), "mqtt.prefix",
+           "must be a non-empty MQTT topic without wildcards (+, #) or leading/trailing '/'")
+    _check(origin, all(isinstance(g, str) and _topic_word(g) for g in mqtt["groups"]),
+           "mqtt.groups", "must list group names without '/', '+' or '#'")
+    _check(origin, mqtt["state_interval_s"] >= 0, "mqtt.state_interval_s", "must be >= 0")
+    from .metering.quantities import check_settings  # the MQTT payload's own checks
+
+    try:
+        check_settings(d["quantities"]["initial"], d["meter"]["phases"])
+    except ValueError as exc:
+        raise ProfileError(f"profile {origin}: quantities.initial: {exc}") from None
     optical = d["optical"]
     _check(origin, optical["session_timeout_s"] > 0, "optical.session_timeout_s", "must be > 0")
     _check(origin, 64 <= optical["max_packet_size"] <= 8183, "optical.max_packet_size",
            "must be 64..8183")
     _check(origin, 1 <= optical["max_packets"] <= 255, "optical.max_packets", "must be 1..255")
+
+
+def _topic_word(text: str, allow_slash: bool = False) -> bool:
+    """An MQTT topic part a subscription can name exactly (no wildcards, no empty levels)."""
+    levels = text.split("/") if allow_slash else [text]
+    return all(level and "+" not in level and "#" not in level for level in levels) and (
+        allow_slash or "/" not in text)
 
 
 def parse_time(text: str) -> dt.datetime:

@@ -35,6 +35,8 @@ from ..tables.basic import PROCEDURE_REQUEST_TABLE
 from ..tables.catalog import PENDING_BASE, WriteContext, et, label
 from ..tables.extended import increment_idt_version
 from ..tables.logs import monitoring
+from ..metering import engine
+from ..metering import registers as energy_registers
 from . import conditions, firmware, pending, relay
 from .history import EventLog
 from .access import Key, allows
@@ -45,15 +47,6 @@ log = logging.getLogger(__name__)
 #: ET42 does not depend on the time; this instant only gives the tables it reads a valid date.
 INTERFACE_REFERENCE_TIME = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
-REGISTER_NAMES = (
-    "fwd_active_wh",
-    "rev_active_wh",
-    "import_reactive_varh",
-    "export_reactive_varh",
-    "power_outage_seconds",
-    "power_outage_count",
-    "error_counter",
-)
 
 
 @dataclass
@@ -139,10 +132,13 @@ class Meter:
         self.dims = profile.dimensions
         if state is None:
             state = MeterState()
-        for name in REGISTER_NAMES:  # registers added since the state was saved start at the profile
-            state.registers.setdefault(name, getattr(profile.registers, name))
+        for name in energy_registers.NAMES.values():  # registers new since the state was saved
+            state.registers.setdefault(name, getattr(profile.registers, name, 0))
         self.state = state
         self.dirty = False
+        #: called with (meter, event document) for every logged event (the MQTT bridge
+        #: publishes them); a listener must not raise and must not log events itself
+        self.event_listeners: list = []
         firmware.restore(self)  # the firmware a code bank switch installed, if any
         self.drop_mismatched_tables(now)
         self.check_interface()
@@ -196,14 +192,23 @@ class Meter:
 
     def set_utc(self, now: float, new_utc: dt.datetime, user_id: int = USER_NONE,
                 argument: int = 0) -> None:
-        """Set the meter clock and log 'time changed' twice, as C12.19 pairs them: event 3
-        stamped with the old time, event 4 with the new one. ``argument`` is 0 for an absolute
-        time (BP10), the change in seconds for a gradual one (EP16)."""
+        """Set the meter clock (BP10): see ``move_clock``."""
+        self.move_clock(now, new_utc.replace(tzinfo=dt.timezone.utc).timestamp(), user_id,
+                        argument)
+
+    def move_clock(self, now: float, new_utc: float, user_id: int = USER_NONE,
+                   argument: int = 0) -> None:
+        """Set the meter clock to ``new_utc`` seconds and log 'time changed' twice, as C12.19
+        pairs them: event 3 stamped with the old time, event 4 with the new one. ``argument``
+        is 0 for an absolute time (BP10), the change in seconds for a gradual one (EP16). The
+        metering engine is told, so load profile intervals carry the clock-set flags."""
+        self.advance(now)
+        old_utc = self.utc_seconds(now)
         self.log_event(TIME_CHANGED.number, argument, now, user_id)
-        target = new_utc.replace(tzinfo=dt.timezone.utc).timestamp()
-        self.state.clock_offset = target - now
+        self.state.clock_offset = new_utc - now
         self.dirty = True
         self.log_event(TIME_CHANGED_NEW.number, argument, now, user_id)
+        engine.clock_changed(self, now, old_utc, new_utc)
 
     @property
     def mep_sequence(self) -> int:
@@ -272,6 +277,13 @@ class Meter:
                  argument)
         if target is st.history:
             self._history_alarms(now)
+        if self.event_listeners:
+            document = dict(number=event, name=EVENTS[event].name, argument=argument & 0xFFFF,
+                            user_id=user_id & 0xFFFF, sequence=st.history_sequence,
+                            time=self.utc(now).isoformat() + "Z",
+                            log="ET79" if target is st.alternate_log else "BT74")
+            for listener in self.event_listeners:
+                listener(self, document)
         return True
 
     def log_access(self, event: int, number: int, now: float, user_id: int) -> None:
@@ -304,7 +316,8 @@ class Meter:
     # ---- timed actions ------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """The virtual instant of the meter's next timed action (the runner sleeps until it)."""
-        dues = [due for due in (pending.next_due(self), relay.next_due(self)) if due is not None]
+        dues = [due for due in (pending.next_due(self), relay.next_due(self),
+                                engine.next_due(self)) if due is not None]
         return min(dues) - self.state.clock_offset if dues else None
 
     def advance(self, now: float) -> None:
@@ -312,6 +325,7 @@ class Meter:
         each service, so no client ever sees a state that should already have changed."""
         pending.activate_due(self, now)
         relay.run_due(self, now)
+        engine.advance(self, now)
 
     # ---- table services -----------------------------------------------------------------
     def _table(self, table_id: int):

@@ -342,10 +342,7 @@ def _change_clock_by_delta(meter, p, ctx) -> Result:
     if not _FIRST <= meter.utc_seconds(ctx.now) + delta < _LAST:
         _fail(ResultCode.INVALID_PARAMETER, "the new time would be outside 2000..2099")
     argument = max(-0x8000, min(0x7FFF, delta)) & 0xFFFF
-    meter.log_event(events.TIME_CHANGED.number, argument, ctx.now, ctx.user_id)
-    meter.state.clock_offset += delta
-    meter.log_event(events.TIME_CHANGED_NEW.number, argument, ctx.now, ctx.user_id)
-    meter.dirty = True
+    meter.move_clock(ctx.now, meter.utc_seconds(ctx.now) + delta, ctx.user_id, argument)
     return Result(ResultCode.COMPLETED)
 
 

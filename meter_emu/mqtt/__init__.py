@@ -1,0 +1,1 @@
+"""MQTT: the embedded broker and the bridge that feeds injected quantities to the meters."""
