@@ -3,7 +3,9 @@
 Each quantity is either per phase (voltage, current, angle, THD, load-side voltage) or single
 (frequency, neutral current, pulse rates, temperature). A setting is a number, a list with one
 item per phase, or a generator: ``constant``, ``ramp``, ``sine``, ``noise`` (deterministic from
-its seed, so a replay gives the same registers) and ``csv`` (time, value) replay. The same JSON
+its seed, so a replay gives the same registers) and ``csv`` (time, value) replay. A generator's
+time zero is the instant it is set, or its ``start`` (ISO 8601 UTC), so a replayed day lines up
+with the meter's clock. The same JSON
 shape serves ``<prefix>/<meter>/set`` and the profile's ``[quantities] initial``.
 
 ``pf`` is a convenience for ``angle``: the angle by which the current lags the voltage, so
@@ -131,11 +133,23 @@ def _bad_point(point, where):
 
 _GENERATOR_KEYS = {
     "constant": ({"value"}, set()),
-    "ramp": ({"from", "to", "duration_s"}, set()),
-    "sine": ({"mean", "amplitude", "period_s"}, {"phase_deg"}),
-    "noise": ({"mean", "sd"}, {"seed", "step_s"}),
-    "csv": (set(), {"points", "file", "loop", "interpolate"}),
+    "ramp": ({"from", "to", "duration_s"}, {"start"}),
+    "sine": ({"mean", "amplitude", "period_s"}, {"phase_deg", "start"}),
+    "noise": ({"mean", "sd"}, {"seed", "step_s", "start"}),
+    "csv": (set(), {"points", "file", "loop", "interpolate", "start"}),
 }
+
+
+def _start(value, where: str) -> float:
+    """A generator's time zero: ISO 8601 UTC text or epoch seconds (default: when set)."""
+    if isinstance(value, str):
+        from ..profile import parse_time
+
+        try:
+            return parse_time(value).timestamp()
+        except ValueError:
+            raise InjectionError(f"{where}.start: {value!r} is not an ISO 8601 time") from None
+    return _number(value, f"{where}.start")
 
 
 def _generator(quantity: Quantity, spec: dict, where: str, alias: str | None) -> dict:
@@ -153,7 +167,9 @@ def _generator(quantity: Quantity, spec: dict, where: str, alias: str | None) ->
     if alias == "pf" and kind != "constant":
         raise InjectionError(f"{where}: pf takes a number or a constant; drive 'angle' instead")
     out = {"type": kind}
-    for key in keys - {"points", "file", "loop", "interpolate"}:
+    if "start" in keys:
+        out["start"] = _start(spec["start"], where)
+    for key in keys - {"points", "file", "loop", "interpolate", "start"}:
         out[key] = _number(spec[key], f"{where}.{key}")
     if kind == "constant":
         value = out["value"]
@@ -306,7 +322,7 @@ def _store(meter, parsed: dict[str, dict[int, dict]], now: float) -> None:
 # ---- evaluation -------------------------------------------------------------------------
 
 def _evaluate(spec: dict, t0: float, now: float) -> float:
-    kind, elapsed = spec["type"], max(0.0, now - t0)
+    kind, elapsed = spec["type"], max(0.0, now - spec.get("start", t0))
     if kind == "constant":
         return spec["value"]
     if kind == "ramp":
@@ -387,12 +403,15 @@ def next_change(meter, now: float) -> float | None:
 
 
 def _next_jump(spec: dict, t0: float, now: float) -> float | None:
+    t0 = spec.get("start", t0)
     if spec["type"] == "ramp":
         end = t0 + spec["duration_s"]
         return end if end > now else None
     if spec["type"] != "csv":
         return None
     points, elapsed = spec["points"], now - t0
+    if elapsed < 0:
+        return t0 + points[0][0]
     period = points[-1][0] if spec["loop"] and points[-1][0] > 0 else None
     base = 0.0
     if period is not None:
