@@ -201,6 +201,8 @@ def _validate(origin: str, d: dict) -> None:
     _check(origin, len(lp["sources"]) == lp["channels"]
            and all(isinstance(s, int) and 0 <= s <= 255 for s in lp["sources"]),
            "load_profile.sources", "must list one source ID (0..255) per channel")
+    _check(origin, lp["mode"] in ("snapshot", "delta"), "load_profile.mode",
+           'must be "snapshot" or "delta"')
     intervals = 1 if lp["interval_minutes"] == 1440 else 1440 // lp["interval_minutes"]
     interval_size = lp["channels"] // 2 + 1 + 4 * lp["channels"]
     block = 5 + (intervals + 7) // 8 + intervals * interval_size  # OPG p.35: time, status, data

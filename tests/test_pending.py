@@ -8,6 +8,7 @@ import datetime as dt
 import pytest
 
 from conftest import MK, RK, LinkClient
+from meter_emu.device import pending
 from meter_emu.device.meter import Meter, MeterState
 from meter_emu.ports.optical import optical_protocol
 from meter_emu.profile import load_profile
@@ -45,12 +46,13 @@ def bt53_with_offset(client, minutes: int) -> bytes:
 
 def history(client) -> list[tuple[dt.datetime, int, int, int]]:
     """(time, user, event, argument) of every BT74 entry, oldest first, without the 'Procedure
-    Invoked' (9) and 'Table Written To' (10) entries every client action adds."""
+    Invoked' (9) and 'Table Written To' (10) entries every client action adds, and the load
+    profile's 'Unread Entries Exist' (94) the first completed day brings."""
     raw = client.read(BT74)
     entries = []
     for start in range(11, len(raw) - 13, 14):
         e = raw[start:start + 14]
-        if any(e) and int.from_bytes(e[10:12], "little") & 0xFFF not in (9, 10):
+        if any(e) and int.from_bytes(e[10:12], "little") & 0xFFF not in (9, 10, 94):
             entries.append((dt.datetime(2000 + e[0], *e[1:6]),
                             int.from_bytes(e[8:10], "little"),
                             int.from_bytes(e[10:12], "little") & 0xFFF,
@@ -119,14 +121,14 @@ def test_relative_ped_counts_from_reception(mk, meter, clock):
     clock.advance(1)
     assert mk.read(BT53) == new
     assert history(mk)[-1][:3] == (due, 0xFFFF, 28)
-    assert meter.next_deadline() is None
+    assert pending.next_due(meter) is None
 
 
 def test_opaque_ped_waits_for_bp13_with_the_same_ped(mk, meter, clock):
     new = bt53_with_offset(mk, 30)
     assert mk.write(PENDING_BT53, OPAQUE_PED + new) == OK
     clock.advance(400 * 86400)
-    assert mk.read(BT53) != new and meter.next_deadline() is None
+    assert mk.read(BT53) != new and pending.next_due(meter) is None
 
     other = bytes([2, 1, 2, 3, 4, 5])
     assert procedure(mk, 13, other, psn=1)[:4] == bytes([13, 0, 1, 1])  # 1: nothing matched

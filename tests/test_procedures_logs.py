@@ -69,10 +69,10 @@ def test_bp05_and_bp04_move_the_unread_count_and_the_unread_alarm(client):
     client.logon(MK)
     run = Procedures(client)
     set_time(run, 2031)
-    set_time(run, 2032)
-    assert header(client.read(BT74))["unread"] == 6
+    set_time(run, 2032)  # 3, 4, 9 each; the second jump completes a load profile block: 94
+    assert header(client.read(BT74))["unread"] == 7
     assert client.read(BT03)[7] & 0x10  # BT03 byte 7 bit 4: Event Log Unread Entries
-    assert run(5, bytes([HISTORY]) + (4).to_bytes(2, "little"))[0] == 0
+    assert run(5, bytes([HISTORY]) + (5).to_bytes(2, "little"))[0] == 0
     assert header(client.read(BT74))["unread"] == 2  # BP05 itself is not logged by default
     assert run(5, bytes([HISTORY]) + (9).to_bytes(2, "little"))[0] == 0
     assert header(client.read(BT74))["unread"] == 0  # never below zero
@@ -80,7 +80,7 @@ def test_bp05_and_bp04_move_the_unread_count_and_the_unread_alarm(client):
     set_time(run, 2033)
     assert run(4, bytes([HISTORY]))[0] == 0
     log = client.read(BT74)
-    assert header(log)["unread"] == 0 and header(log)["valid"] == 9  # entries stay
+    assert header(log)["unread"] == 0 and header(log)["valid"] == 10  # entries stay
 
 
 def test_list_procedures_refuse_unknown_lists_and_the_read_only_key(client):
@@ -98,13 +98,14 @@ def test_circular_log_wraps_overflows_and_keeps_its_sequence():
     client = LinkClient(optical_protocol(meter, ManualClock()))
     client.logon(MK)
     run = Procedures(client)
-    for year in range(2031, 2034):  # 3 x 3 entries: 9 into 7 elements
+    for year in range(2031, 2034):  # 3 x 3 entries and one 94 (a load profile block): 10 into 7
         set_time(run, year)
     log = client.read(BT74)
     assert len(log) == 11 + 7 * 14
-    assert header(log) == dict(overflow=True, valid=7, last_element=1, last_sequence=9, unread=7)
+    assert header(log) == dict(overflow=True, valid=7, last_element=2, last_sequence=10,
+                               unread=7)
     placed = {element: seq for element, seq, _, _ in entries(log)}
-    assert placed == {2: 3, 3: 4, 4: 5, 5: 6, 6: 7, 0: 8, 1: 9}  # the oldest two overwritten
+    assert placed == {3: 4, 4: 5, 5: 6, 6: 7, 0: 8, 1: 9, 2: 10}  # the oldest three overwritten
     assert run(5, bytes([HISTORY, 1, 0]))[0] == 0
     assert header(client.read(BT74))["overflow"] is False  # BP05 clears overflow (MEP p.241)
 

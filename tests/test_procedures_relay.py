@@ -114,7 +114,7 @@ def test_ep02_randomized_control_relay_switches_at_its_instant(proc, client, met
     assert et54[62] == 1  # Control Relay 1 Random Operation Pending (MEP p.134)
     assert int.from_bytes(et54[63:65], "little") == delay  # time remaining
     assert int.from_bytes(et54[65:67], "little") == delay  # random start duration
-    assert meter.next_deadline() == start + delay
+    assert relay.next_due(meter) == start + delay
     clock.advance(delay - 1)
     assert int.from_bytes(client.read(ET54)[63:65], "little") == 1
     assert not bt03_bit(client, 4, 3)
@@ -124,7 +124,7 @@ def test_ep02_randomized_control_relay_switches_at_its_instant(proc, client, met
     assert entry[0] == start + delay and entry[2] == 1  # at its instant, by the commander
     et54 = client.read(ET54)
     assert et54[62:65] == bytes(3) and int.from_bytes(et54[65:67], "little") == delay
-    assert meter.next_deadline() is None
+    assert relay.next_due(meter) is None
 
 
 def test_ep02_immediate_command_cancels_a_randomized_one(proc, client, meter, clock):
@@ -194,7 +194,7 @@ def test_ep36_locks_the_contactor_open_at_the_scheduled_instant(proc, client, me
     meter, start = meter, clock.now()
     at = dt.datetime.fromtimestamp(start + 3600, dt.timezone.utc)
     assert proc(EP36, lock_time(at))[0] == COMPLETED
-    assert meter.next_deadline() == start + 3600
+    assert relay.next_due(meter) == start + 3600
     clock.advance(3599)
     assert client.read(ET23)[94] == 0
     clock.advance(100)
@@ -203,7 +203,7 @@ def test_ep36_locks_the_contactor_open_at_the_scheduled_instant(proc, client, me
     lock = [e for e in meter.state.history.entries if e[3] == 66][0]
     assert lock[0] == start + 3600 and lock[4] == 0x07C3  # locked open, reason 7 (schedule)
     assert events(meter, 50) == [(50, 0x0003)]  # Control Point Changed by the Schedule
-    assert meter.next_deadline() is None
+    assert relay.next_due(meter) is None
     clock.advance(10)
     assert proc(EP02, ep02(CONTACTOR, CLOSE))[0] == COMPLETED  # a remote close ends the lock
 
@@ -213,7 +213,7 @@ def test_ep36_cancel_and_a_time_already_past(proc, client, meter, clock):
     assert proc(EP36, lock_time(soon))[0] == COMPLETED
     assert proc(EP36, bytes(6))[0] == COMPLETED  # all zero cancels
     clock.advance(120)
-    assert client.read(ET23)[94] == 0 and meter.next_deadline() is None
+    assert client.read(ET23)[94] == 0 and relay.next_due(meter) is None
     past = dt.datetime.fromtimestamp(clock.now() - 60, dt.timezone.utc)
     assert proc(EP36, lock_time(past))[0] == COMPLETED
     assert client.read(ET23)[94] == 2  # locked now

@@ -227,8 +227,8 @@ def test_ep16_moves_the_clock_and_logs_old_and_new_time(call, meter, clock):
     assert call(16, delta(-60))[0] == COMPLETED
     assert meter.utc_seconds(clock.now()) == before + 3540
     assert logged(meter)[-2:] == [(3, 0xFFC4), (4, 0xFFC4)]  # -60 as INT16
-    call(16, delta(100_000))
-    assert logged(meter)[-1] == (4, 0x7FFF)  # the argument saturates
+    call(16, delta(100_000))  # a day ahead: the load profile's first block completes, too (94)
+    assert (4, 0x7FFF) in logged(meter)[-2:]  # the argument saturates
     assert not PROCEDURES[ep(16)].idempotent
 
 

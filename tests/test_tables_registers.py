@@ -12,6 +12,7 @@ from conftest import MK, PK, RK
 from meter_emu.device.access import Key
 from meter_emu.device.errors import ResponseCode, ServiceError
 from meter_emu.device.meter import Meter
+from meter_emu.metering import demand
 from meter_emu.profile import load_profile
 from meter_emu.tables import CATALOG, registers
 from meter_emu.tables.basic import SUMMATION_SOURCES
@@ -29,17 +30,29 @@ def _int(raw: bytes, offset: int, size: int = 4) -> int:
     return int.from_bytes(raw[offset:offset + size], "little", signed=True)
 
 
+#: BT23 with two configured demands: reset counter, then totals and 4 tiers of 15 summations
+#: and 2 demand records (time 5, cumulative 4, continuous cumulative 4, demand 4)
+BT23_TWO_DEMANDS = 1 + 5 * (4 * 15 + 2 * 17)
+
+
 @pytest.fixture
-def configured_bt21(monkeypatch):
-    """BT21 as a later issue will publish it once self reads and demands are configured."""
-    table = CATALOG[bt(21)]
+def configured_bt21(meter, monkeypatch):
+    """Two self reads and two demands, as EP32 and ET48 configure them (ET42 lists the demands
+    as the issue-5 demand report asks tables/extended.py to)."""
+    et42 = CATALOG[et(42)]
 
     def render(meter, now):
-        values = table.render(meter, now)
-        values.update(self_reads=2, demands=2)
+        values = et42.render(meter, now)
+        values.update(demand.et42_fields(meter))
         return values
 
-    monkeypatch.setitem(CATALOG, bt(21), dataclasses.replace(table, render=render))
+    monkeypatch.setitem(CATALOG, et(42), dataclasses.replace(et42, render=render))
+    ctx = WriteContext(Key.MK, NOW)
+    meter.write_table(et(48), bytes([0x03, 8, 0xFF, 0xFF, 0x03, 9, 0xFF, 0xFF]), ctx)
+    ep32 = (2048 + 32).to_bytes(2, "little") + bytes([1, 0, 0, 2, 15, 1, 0])
+    meter.write_table(bt(7), ep32, ctx)
+    assert meter.table_bytes(bt(8), NOW)[3] == 0
+    assert meter.table_bytes(bt(21), NOW)[2:6] == bytes([2, 15, 2, 0])
 
 
 # ---- every table: reads, access ------------------------------------------------------
@@ -81,7 +94,7 @@ def test_mep_keys_only_where_the_mep_guide_gives_them():
 
 
 def test_bt13_is_sized_by_the_configured_demands(meter, configured_bt21):
-    assert len(meter.table_bytes(bt(13), NOW)) == 4 + 2 * 2
+    assert meter.table_bytes(bt(13), NOW) == bytes(4) + bytes([15, 1]) * 2
     # C12.19 with MEP p.114: sub-interval at BT13.4, multiplier at BT13.5
     layout = CATALOG[bt(13)].layout_for(meter)
     raw = layout.build(dict(reset_exclusion=0, power_fail_recognition_time=0,
@@ -199,7 +212,7 @@ def test_bt26_is_a_bare_header_while_bt21_has_no_self_reads(meter):
 
 def test_bt26_entries_follow_bt21(meter, configured_bt21):
     raw = meter.table_bytes(bt(26), NOW)
-    entry = 2 + 5 + 1 + BT23_SIZE  # BIDN (BT21.4 != 0), STIME_DATE, season, BT23
+    entry = 2 + 5 + 1 + BT23_TWO_DEMANDS  # BIDN (BT21.4 != 0), STIME_DATE, season, BT23
     assert len(raw) == 6 + 2 * entry
     assert raw[0] == 0x04  # circular list
     layout = CATALOG[bt(26)].layout_for(meter)
@@ -207,7 +220,7 @@ def test_bt26_entries_follow_bt21(meter, configured_bt21):
     values.entries[0].update(dict(bidn=0x1234, time=dt.datetime(2026, 1, 1, 0, 0), season=2))
     built = layout.build(values)  # OPG p.28-29: BIDN 6, time 8, season 13, registers 14
     assert built[6:8] == b"\x34\x12" and built[8:13] == bytes([26, 1, 1, 0, 0])
-    assert built[13] == 2 and built[14:14 + BT23_SIZE] == bytes(BT23_SIZE)
+    assert built[13] == 2 and built[14:14 + BT23_TWO_DEMANDS] == bytes(BT23_TWO_DEMANDS)
 
 
 # ---- BT27 Present Register Selection ------------------------------------------------------

@@ -70,6 +70,11 @@ class MeterState:
     #: small JSON-able state owned by one subsystem each (relay, prepay, firmware, tariff, ...),
     #: keyed by the subsystem's name; see Meter.subsystem
     subsystems: dict[str, dict] = field(default_factory=dict)
+    #: not in the JSON document: the load profile images (tables.load_profile.LoadProfileMemory,
+    #: created on first use; kept here so a Meter rebuilt from this state keeps them) and the
+    #: ring files a store loaded, until the meter adopts them ({set index: file bytes})
+    load_profile_memory: object = field(default=None, repr=False, compare=False)
+    load_profile_files: dict | None = field(default=None, repr=False, compare=False)
 
     def to_doc(self) -> dict:
         return {
@@ -183,12 +188,12 @@ class Meter:
         return now + self.state.clock_offset
 
     def local(self, now: float) -> dt.datetime:
-        """The TOU clock (BT55): UTC plus BT53's time zone offset, so a client's BT53 write moves
-        it (the profile's offset is only BT53's default). Daylight saving time (BT53's
-        adjustment, switched by BT54's DST dates) is the TOU engine's work, a later issue."""
-        from ..tables.time_tou import time_zone_offset_minutes
+        """The TOU clock (BT55, MEP p.229-230): UTC plus BT53's time zone offset, so a client's
+        BT53 write moves it (the profile's offset is only BT53's default), plus BT53's DST
+        adjustment while DST is in effect (the TOU engine switches it at BT54's DST dates)."""
+        from ..metering.tou import local_offset
 
-        return self.utc(now) + dt.timedelta(minutes=time_zone_offset_minutes(self, now))
+        return self.utc(now) + dt.timedelta(seconds=local_offset(self, now))
 
     def set_utc(self, now: float, new_utc: dt.datetime, user_id: int = USER_NONE,
                 argument: int = 0) -> None:

@@ -20,6 +20,9 @@ NAMES = {0: "fwd_active_wh", 1: "rev_active_wh", 2: "import_reactive_varh",
 #: outage, pulse and error counters have no tier values (OPG p.25)
 NOT_IN_TIERS = frozenset({4, 5, 26, 27, 28})
 WRAP = 2**31
+#: a sum within this of a whole unit is that unit: 60.000000000000014 degrees (pf 0.5) must not
+#: make 1150 Wh read 1149 (the remainder may then be a hair below 0)
+ROUNDING = 1e-6
 ENERGY = "energy"
 
 
@@ -45,6 +48,37 @@ def tier_value(meter, tier: int, source: int) -> int:
     return values.get(str(source), 0)
 
 
+#: the eleven summations of one tier in the tier source IDs 29-72 (T0 = 29..39, T1 = 40..50, ...;
+#: MEP p.203-206): Fwd, Rev, Import, Export, power off minutes, outage count, Fwd+Rev, Fwd-Rev,
+#: pulse inputs 1/2, error counter
+TIER_ITEMS = (0, 1, 2, 3, 4, 5, 6, 7, 26, 27, 28)
+FIRST_TIER_SOURCE, LAST_TIER_SOURCE = 29, 72
+
+
+def summation_sources(meter) -> tuple[int, ...]:
+    """BT22's summation sources, the order of BT23's summations (fixed: the first BT21.3 of
+    ``SUMMATION_SOURCES``)."""
+    return SUMMATION_SOURCES[:meter.dims.summations]
+
+
+def summation_values(meter) -> list[int]:
+    """BT23's total summations in BT22 order."""
+    return [value(meter, s) for s in summation_sources(meter)]
+
+
+def tier_summation_values(meter, tier: int) -> list[int]:
+    """BT23's summations of tier ``tier`` (0-based) in BT22 order (0 for the untiered ones)."""
+    return [tier_value(meter, tier, s) for s in summation_sources(meter)]
+
+
+def tier_source(source: int) -> tuple[int, int] | None:
+    """(tier, summation source) of a tier source ID 29..72, else None."""
+    if not FIRST_TIER_SOURCE <= source <= LAST_TIER_SOURCE:
+        return None
+    tier, item = divmod(source - FIRST_TIER_SOURCE, len(TIER_ITEMS))
+    return tier, TIER_ITEMS[item]
+
+
 def totals(meter, count: int) -> list[int]:
     """The first ``count`` summations in BT22 order."""
     return [value(meter, s) for s in SUMMATION_SOURCES[:count]]
@@ -54,18 +88,23 @@ def tier_totals(meter, tier: int, count: int) -> list[int]:
     return [tier_value(meter, tier, s) for s in SUMMATION_SOURCES[:count]]
 
 
+_KEYS = {source: str(source) for source in NAMES}  # JSON keys, made once (add is per step)
+
+
 def add(meter, tier: int, amounts: dict[int, float]) -> None:
     """Add energy (or counts) by source ID; whole units reach the total and tier ``tier``."""
-    energy = meter.subsystem(ENERGY, tiers={}, fraction={})
+    energy = meter.state.subsystems.get(ENERGY)
+    if energy is None:
+        energy = meter.subsystem(ENERGY, tiers={}, fraction={})
     fraction = energy["fraction"]
     registers = meter.state.registers
     tier_values = None
     for source, amount in amounts.items():
         if not amount:
             continue
-        key = str(source)
+        key = _KEYS[source]
         held = fraction.get(key, 0.0) + amount
-        whole = int(held)
+        whole = int(held + ROUNDING)
         fraction[key] = held - whole
         if not whole:
             continue

@@ -3,9 +3,9 @@ profile's configuration, and resetting what accumulates (previous season data, o
 power quality records).
 
 Each one acts on the state the tables render (tables/registers.py, tables/load_profile.py,
-meter.state.registers, the stored ET09), so a client sees its effect in the tables; the metering
-engine (issue 5) adds the scheduled self reads and demand resets, maximum demands, tier switches
-and load profile recording on the same state.
+meter.state.registers, metering/demand.py, metering/power_quality.py), so a client sees its
+effect in the tables; the metering engine adds the scheduled self reads and demand resets,
+maximum demands, tier switches and load profile recording on the same state.
 
 Reconfigurations follow the MEP guide's interface rule: EP11, EP32 and EP33 increment ET04's IDT
 Version whenever they run (MEP p.64), and any change to what ET42 describes raises BT03
@@ -25,7 +25,7 @@ from ..datatypes import UINT8
 from ..device import conditions
 from ..device.access import CONFIGURERS
 from ..provenance import designed, documented
-from ..tables.catalog import CATALOG, bt, et, zeros
+from ..tables.catalog import CATALOG, bt, et
 from ..tables.dimensions import firmware_at_least, product_dimensions
 from .catalog import ProcedureFailed, Result, ResultCode, declare, ep
 from .logs import LogList, dict_log, register_list, register_manufacturer_log
@@ -45,6 +45,11 @@ def _registers():
 def _lp():
     from ..tables import load_profile
     return load_profile
+
+
+def _demand():
+    from ..metering import demand
+    return demand
 
 
 def _fail(code: int, reason: str):
@@ -219,10 +224,10 @@ def _new_configuration(meter, index: int, c, now: float) -> list[dict]:
     return configuration
 
 
-def _reset_load_profile(meter, indexes) -> None:
+def _reset_load_profile(meter, indexes, now: float) -> None:
     lp = _lp()
     for index in indexes:
-        lp.reset_data_set(meter, index)
+        lp.reset_data_set(meter, index, now)
         conditions.end(meter, _SET_ALARMS[index])
     if 0 in indexes:  # the overflow alarm reports the primary data set (OPG p.46)
         conditions.end(meter, "load_profile_overflow")
@@ -247,7 +252,7 @@ def _configure_load_profile(meter, p, ctx) -> Result:
         mapping[index] = [0] * lp.MAX_CHANNELS
         state["mapping"] = mapping
         indexes = [index]
-    _reset_load_profile(meter, indexes)
+    _reset_load_profile(meter, indexes, ctx.now)
     meter.dirty = True
     _interface_changed(meter, ctx, ep(11), always=True)
     return Result()
@@ -394,14 +399,18 @@ def _configure_demand(meter, p, ctx) -> Result:
     demand.update(configured=True, bidn=p.bidn, self_reads=p.self_reads,
                   sub_interval=p.sub_interval, interval_multiplier=p.interval_multiplier,
                   log_entries=p.demand_reset_log_entries)
+    _demand().ensure_sources(meter)
+    _demand().reconfigure(meter, ctx.now)
     meter.dirty = True
     _interface_changed(meter, ctx, ep(32), always=True)
     return Result()
 
 
 def demand_reset(meter, ctx) -> int:
-    """Snapshot BT23 into BT25 and ET41 (reason 'procedural'), zero the maximum demands, log
-    'Demand Reset Occurred'. Returns the demand reset count."""
+    """Snapshot BT23 as it is just before the reset into BT25 and ET41 (reason 'procedural'),
+    count the reset (ET41's sequence, BT23's Nbr Demand Resets), move each maximum demand into
+    its cumulative demand and clear it (metering/demand.py), log 'Demand Reset Occurred'.
+    Returns the demand reset count."""
     registers = _registers()
     demand = registers.billing_state(meter, registers.DEMAND)
     resets = demand["resets"]
@@ -410,7 +419,7 @@ def demand_reset(meter, ctx) -> int:
     capacity = registers.demand_reset_log_entries(meter)
     registers.append_record(resets, record, capacity)
     demand["last_reset"] = record
-    demand["maximum_demands"] = [0] * len(demand["maximum_demands"])
+    _demand().reset(meter)
     meter.dirty = True
     if capacity:  # ET36 logs raise the alarm while they hold unread entries (MEP p.107)
         conditions.begin(meter, "mfg_log_entry_available", ctx.now, et(41), ctx.user_id)
@@ -430,6 +439,7 @@ def _change_demand_interval(meter, p, ctx) -> Result:
     _check_demand_interval(p.sub_interval, p.interval_multiplier)
     demand_reset(meter, ctx)
     demand.update(sub_interval=p.sub_interval, interval_multiplier=p.interval_multiplier)
+    _demand().reconfigure(meter, ctx.now)
     _interface_changed(meter, ctx, ep(33), always=True)
     return Result()
 
@@ -514,30 +524,14 @@ def _reset_outage_counters(meter, p, ctx) -> Result:
     return Result()
 
 
-#: Settings inside ET09's THD records (MEP p.75); the rest of each record is counted data.
-_THD_SETTINGS = ("thd_time_threshold", "thd_threshold")
-#: ET09's present phase-loss state is a condition, not a record: it stays.
-_ET09_CONDITIONS = ("phase_loss",)
-
-
 def _clear_power_quality(meter, p, ctx) -> Result:
     """Clear ET09's records and statistics (outage records, sag/surge/phase loss/over-current
-    counts and times, frequency extremes, THD and DRP/DRC records, short outage count); its
-    settings and present phase-loss state stay. The meter owns those fields, so the image is
-    replaced directly (a client's write keeps them)."""
-    from ..tables.logs import ET09_SETTINGS  # see _registers
+    counts and times, frequency extremes, THD records, short outage count); its settings, a
+    phase loss in progress (a condition, not a record) and the conditions being watched stay
+    (metering/power_quality.py)."""
+    from ..metering import power_quality  # see _registers
 
-    layout = CATALOG[et(9)].layout_for(meter)
-    current = layout.parse(meter.table_bytes(et(9), ctx.now))
-    cleared = zeros(layout)
-    for name in (*ET09_SETTINGS, *_ET09_CONDITIONS):
-        if name in current:
-            cleared[name] = current[name]
-    for mine, theirs in zip(cleared.get("thd_records", []), current.get("thd_records", [])):
-        for name in _THD_SETTINGS:
-            mine[name] = theirs[name]
-    meter.state.tables[et(9)] = layout.build(cleared)
-    meter.dirty = True
+    power_quality.clear(meter)
     return Result()
 
 
@@ -577,6 +571,12 @@ def _channel_log(meter) -> dict:
     return _lp().channel_log_state(meter)
 
 
+def _power_outage_log(meter) -> dict:
+    from ..tables.logs import power_outage_log_state
+
+    return power_outage_log_state(meter)
+
+
 def _data_set_list(index: int) -> LogList:
     """A load profile data set as a list of blocks: BP05 takes unread blocks, BP04 takes them
     all; both clear BT63's overflow flag (OPG p.34) and, with no unread block left, the set's
@@ -601,6 +601,7 @@ register_list(2, dict_log("self-read list (BT26)", _self_reads))
 for _index in range(MAX_DATA_SETS):
     register_list(3 + _index, _data_set_list(_index))
 register_manufacturer_log(et(41), dict_log("demand reset log (ET41)", _demand_resets))
+register_manufacturer_log(et(81), dict_log("power outage log (ET81)", _power_outage_log))
 # ET75 cannot be reset while Welmec compliance is on (MEP p.178): EP25 leaves it alone
 register_manufacturer_log(et(75), dict_log("channel change log (ET75)", _channel_log,
                                            clearable=False))

@@ -15,6 +15,10 @@ from ..device.alarms import ALARMS
 from ..device.errors import ResponseCode, ServiceError
 from ..procedures import PROCEDURES, initiate
 from ..procedures.catalog import MANUFACTURER_FLAG
+from ..metering import demand as energy_demand
+from ..metering import engine as metering_engine
+from ..metering import registers as energy_registers
+from ..metering import tou
 from ..provenance import c1219, documented
 from .catalog import CATALOG, EXTENDED_BASE, bt, declare
 from ..datatypes import (
@@ -29,6 +33,7 @@ from ..datatypes import (
     LTimeDate,
     PackedVersion,
     STimeDate,
+    Time,
 )
 
 # ---------------------------------------------------------------------------------------
@@ -374,12 +379,14 @@ declare(
 )
 
 # ---------------------------------------------------------------------------------------
-# BT20-BT23, BT28: registers. Demands are not configured (BT21.4 = 0, BT21.8 = 0), the way
-# optical readers in the field expect (reference/osgp-app-layer.md section 14).
+# BT20-BT23, BT28: registers. Until EP32 configures demands (BT21.4 = 0), and for present
+# demands always (BT21.8 = 0), the layouts optical readers in the field expect
+# (reference/osgp-app-layer.md section 14).
 
 #: BT22 summation sources in BT23 order (MEP p.205-208): Fwd, Rev, Import, Export varh, power
-#: off seconds, outage count, Fwd+Rev, Fwd-Rev, pulse inputs 1/2, error counter, Q1..Q4 varh.
-SUMMATION_SOURCES = (0, 1, 2, 3, 4, 5, 6, 7, 26, 27, 28, 108, 109, 110, 111)
+#: off seconds, outage count, Fwd+Rev, Fwd-Rev, pulse inputs 1/2, error counter, Q1..Q4 varh;
+#: declared once, with the registers.
+SUMMATION_SOURCES = energy_registers.SUMMATION_SOURCES
 _REGISTER_FLAGS = dict(season_info=0, date_time=1, demand_reset_counter=2,
                        demand_reset_lockout=3, cumulative_demand=4,
                        continuous_cumulative_demand=5, time_remaining=6)
@@ -419,55 +426,138 @@ declare(
     read=READERS,
     layout=_REGISTER_DIMENSIONS,
     render=lambda meter, now: _bt21_render(meter),
-    provenance=documented("OPG p.22-23 (self reads: as many as EP32 configured)"),
+    provenance=documented("OPG p.22-23, MEP p.201-202 (self reads and demands as EP32 and ET48 "
+                          "configured them)"),
 )
+
+def _bt22_shape(meter) -> tuple[int, int]:
+    """(BT21.4 demands, BT21.5 coincident values): 0, 0 until EP32 configures demands, and BT22
+    is then only the summation sources."""
+    bt21 = CATALOG[bt(21)].render(meter, 0.0)
+    return bt21["demands"], bt21["coincident_values"]
+
+
+def _bt22_layout(meter):
+    demands, coincidents = _bt22_shape(meter)
+    fields = ["summation_sources" / Array(meter.dims.summations, UINT8)]
+    if demands or coincidents:
+        fields += ["demand_select" / Array(demands, UINT8),
+                   "min_or_max_flags" / BitSet((demands + 7) // 8),
+                   "coincident_select" / Array(coincidents, UINT8),
+                   "coincident_demand_associated" / Array(coincidents, UINT8)]
+    return Struct(*fields)
+
+
+def _bt22_render(meter, now):
+    """The summation sources BT23 shows (``metering.registers.summation_sources``); with demands,
+    the demand module's selection (sources, maximum/minimum flags, coincident values)."""
+    demands, coincidents = _bt22_shape(meter)
+    values = dict(summation_sources=list(energy_registers.summation_sources(meter)))
+    if demands or coincidents:
+        chosen = energy_demand.selection(meter)
+        values.update(demand_select=chosen["demand_select"],
+                      min_or_max_flags=chosen["min_max_flags"],
+                      coincident_select=chosen["coincident_select"],
+                      coincident_demand_associated=chosen["coincident_demand_associated"])
+    return values
+
 
 declare(
     bt(22), "Data Selection",
     read=READERS,
-    layout=lambda meter: Struct("summation_sources" / Array(meter.dims.summations, UINT8)),
-    render=lambda meter, now: dict(
-        summation_sources=list(SUMMATION_SOURCES[: meter.dims.summations])
-    ),
-    provenance=documented("OPG p.23, MEP p.204-208 (no demands: only the summation sources)"),
+    layout=_bt22_layout,
+    render=_bt22_render,
+    provenance=documented("OPG p.23, MEP p.204-208 (summation sources ARRAY[BT21.3]; demand "
+                          "select ARRAY[BT21.4], min/max flags SET((BT21.4+7)/8), coincident "
+                          "select and associated demand ARRAY[BT21.5] when BT21 has them)"),
 )
 
 
 def _register_values(meter) -> list[int]:
-    """BT23 summations in BT22 order, from the meter's registers (a sum wraps like the INT32
-    register it is)."""
-    r = meter.state.registers
-    fwd, rev = r["fwd_active_wh"], r["rev_active_wh"]
-    values = [fwd, rev, r["import_reactive_varh"], r["export_reactive_varh"],
-              r["power_outage_seconds"], r["power_outage_count"], (fwd + rev) % 2**31,
-              max(0, fwd - rev),
-              0, 0, r["error_counter"], 0, 0, 0, 0]
-    return values[: meter.dims.summations]
+    """BT23 summations in BT22 order, from the energy registers the metering engine fills (a sum
+    wraps like the INT32 register it is)."""
+    return energy_registers.summation_values(meter)
 
 
-_NOT_IN_TIERS = {4, 5, 8, 9, 10}  # outage, pulse and error counters have no tier values (OPG p.25)
+def _bt23_shape(meter) -> dict:
+    """BT21 as published: BT23's dimensions (OPG p.24: read BT21 first)."""
+    return CATALOG[bt(21)].render(meter, 0.0)
 
 
 def _bt23_layout(meter):
-    sums = Array(meter.dims.summations, NI_FMAT)
-    return Struct("totals" / sums, "tiers" / Array(meter.dims.tiers, sums))
+    """Without demands (BT21.4 = 0, the default): the summations of the totals and of each tier,
+    the layout optical readers in the field read from offset 0. With demands (EP32), OPG p.24-27
+    and MEP p.207-210: Nbr Demand Resets (BT21.0.2), then for the totals and each tier the
+    summations, the demand records (DmdRcd: event times ARRAY[BT21.6] STIME_DATE if BT21.0.1,
+    cumulative and continuous cumulative demand if BT21.0.4/.5, demands ARRAY[BT21.6]) and the
+    coincident values (CoinRcd: ARRAY[BT21.6])."""
+    bt21 = _bt23_shape(meter)
+    sums = Array(bt21["summations"], NI_FMAT)
+    if not bt21["demands"] and not bt21["coincident_values"]:
+        return Struct("totals" / sums, "tiers" / Array(bt21["tiers"], sums))
+    flags, occurrences = bt21["flags"], bt21["occurrences"]
+    record = []
+    if flags.get("date_time"):
+        record.append("event_time" / Array(occurrences, STimeDate()))
+    if flags.get("cumulative_demand"):
+        record.append("cumulative_demand" / NI_FMAT)
+    if flags.get("continuous_cumulative_demand"):
+        record.append("continuous_cumulative_demand" / NI_FMAT)
+    record.append("demand" / Array(occurrences, NI_FMAT))
+    data_block = Struct(
+        "summations" / sums,
+        "demands" / Array(bt21["demands"], Struct(*record)),
+        "coincidents" / Array(bt21["coincident_values"], Array(occurrences, NI_FMAT)),
+    )
+    head = ["demand_resets" / UINT8] if flags.get("demand_reset_counter") else []
+    return Struct(*head, "totals" / data_block, "tiers" / Array(bt21["tiers"], data_block))
 
 
 def _bt23_render(meter, now):
+    """Summations from the energy registers (totals, and each tier's own), demands from
+    metering/demand.py (one occurrence: the maximum or minimum since the last demand reset)."""
+    bt21 = _bt23_shape(meter)
     totals = _register_values(meter)
-    first_tier = [0 if i in _NOT_IN_TIERS else v for i, v in enumerate(totals)]
-    empty = [0] * len(totals)
-    return dict(totals=totals, tiers=[first_tier] + [empty] * (meter.dims.tiers - 1))
+    tiers = [energy_registers.tier_summation_values(meter, tier) for tier in range(bt21["tiers"])]
+    if not bt21["demands"] and not bt21["coincident_values"]:
+        return dict(totals=totals, tiers=tiers)
+    occurrences = bt21["occurrences"]
+
+    def data_block(summations, tier):
+        records = energy_demand.block(meter, tier)
+        demands = [dict(event_time=[r.time] * occurrences, cumulative_demand=r.cumulative,
+                        continuous_cumulative_demand=r.continuous,
+                        demand=[r.value] * occurrences) for r in records]
+        coincidents = [[v] * occurrences for r in records for v in r.coincidents]
+        return dict(summations=summations,
+                    demands=_fit(demands, bt21["demands"], dict(event_time=[None] * occurrences,
+                                                               demand=[0] * occurrences)),
+                    coincidents=_fit(coincidents, bt21["coincident_values"], [0] * occurrences))
+
+    return dict(demand_resets=energy_demand.reset_count(meter),
+                totals=data_block(totals, None),
+                tiers=[data_block(values, tier) for tier, values in enumerate(tiers)])
+
+
+def _fit(items: list, count: int, empty) -> list:
+    return (items + [empty] * count)[:count]
+
+
+#: BT23 summations a client may write, by position (the sources BT22 lists first)
+_WRITABLE_TOTALS = ("fwd_active_wh", "rev_active_wh", "import_reactive_varh",
+                    "export_reactive_varh", "power_outage_seconds", "power_outage_count")
 
 
 def _bt23_apply(meter, values, ctx):
-    names = ("fwd_active_wh", "rev_active_wh", "import_reactive_varh", "export_reactive_varh",
-             "power_outage_seconds", "power_outage_count")
-    written = dict(zip(names, values.totals))
+    """A client sets the stored totals (Fwd/Rev Wh, Import/Export varh, outage seconds and
+    count, never negative); sums, tier values and demands stay the meter's."""
+    totals = values.totals
+    summations = totals.summations if hasattr(totals, "summations") else totals
+    written = dict(zip(_WRITABLE_TOTALS, summations))
     for name, value in written.items():
         if value < 0:
             raise ServiceError(ResponseCode.ERR, f"BT23 {name} cannot be negative")
-    meter.state.registers.update(written)  # all or nothing
+    energy_registers.write_totals(meter, written)  # all or nothing
 
 
 declare(
@@ -478,33 +568,63 @@ declare(
     render=_bt23_render,
     apply=_bt23_apply,
     provenance=documented(
-        "OPG p.24-27, MEP p.207-211 (no demand reset counter, no demands; all energy in tier 1 "
-        "until the metering engine drives tiers)"
+        "OPG p.24-27, MEP p.207-211 (demand reset counter, demand records and coincidents once "
+        "EP32 configured demands; tier blocks from the tier registers)"
     ),
 )
 
 
-def _present_values(meter) -> list[int]:
-    """BT28 present values 0..n (OPG p.53-57) from the meter's quantities (rated voltage,
-    no load, unity power factor, rated frequency until quantities are injected)."""
-    ratings = meter.profile.ratings
-    voltage_mv = ratings.voltage_v * 1000
-    values = [0] * meter.dims.present_values
-    values[7] = voltage_mv  # RMS voltage L1 (mV)
-    if meter.profile.meter.phases == 3:
-        values[8] = values[9] = voltage_mv
-    values[10] = 1000  # power factor L1 (1/1000)
-    values[11] = ratings.frequency_hz * 1000  # frequency (mHz)
-    values[13] = values[14] = 1000 if meter.profile.meter.phases == 3 else 0
+def _present_values(meter, now: float) -> list[int]:
+    """BT28 present values 0..BT21.9-1 (OPG p.53-57) from the injected quantities, in BT28's
+    units (W, var, VA, mA, mV, PF and sin 1/1000, mHz); L2/L3 values only on 3-phase meters,
+    values newer than the meter's firmware 0 (metering/engine.py ``present_all``)."""
+    return metering_engine.present_values(meter, now)
+
+
+def _bt28_shape(meter) -> tuple[int, bool, int]:
+    """(BT21.8 present demands, BT21.0.6 time remaining reported, BT21.9 present values)."""
+    bt21 = CATALOG[bt(21)].render(meter, 0.0)
+    return (bt21["present_demands"], bool(bt21["flags"].get("time_remaining")),
+            bt21["present_values"])
+
+
+def _bt28_layout(meter):
+    demands, time_remaining, count = _bt28_shape(meter)
+    fields = []
+    if demands:
+        record = ["demand" / NI_FMAT]
+        if time_remaining:
+            record.insert(0, "time_remaining" / Time())
+        fields.append("present_demands" / Array(demands, Struct(*record)))
+    return Struct(*fields, "present_values" / Array(count, NI_FMAT))
+
+
+def _bt28_render(meter, now):
+    """Present demands (BT16 sources 88..95, the demand module's, with the time left in the
+    demand interval when BT21 says so), then the present values."""
+    demands, time_remaining, count = _bt28_shape(meter)
+    values = dict(present_values=(_present_values(meter, now) + [0] * count)[:count])
+    if demands:
+        seconds = int(energy_demand.time_remaining(meter, now)) if time_remaining else 0
+        remaining = dt.time(min(seconds // 3600, 23), seconds // 60 % 60, seconds % 60)
+        records = []
+        for n in range(demands):
+            record = dict(demand=metering_engine.source_value(meter, 88 + n, now)
+                          if n < 8 else 0)
+            if time_remaining:
+                record["time_remaining"] = remaining
+            records.append(record)
+        values["present_demands"] = records
     return values
 
 
 declare(
     bt(28), "Present Register Data",
     read=READERS,
-    layout=lambda meter: Struct("present_values" / Array(meter.dims.present_values, NI_FMAT)),
-    render=lambda meter, now: dict(present_values=_present_values(meter)),
-    provenance=documented("OPG p.53-57 (no present demands: BT21.8 = 0)"),
+    layout=_bt28_layout,
+    render=_bt28_render,
+    provenance=documented("OPG p.53-57 (present demands ARRAY[BT21.8], with the time remaining "
+                          "if BT21.0.6, then present values ARRAY[BT21.9])"),
 )
 
 # ---------------------------------------------------------------------------------------
@@ -522,7 +642,8 @@ declare(
     read=READERS,
     layout=Struct("time" / LTimeDate(), "flags" / Bits(1, **_CLOCK_FLAGS)),
     render=lambda meter, now: dict(
-        time=meter.utc(now), flags=dict(day_of_week=_day_of_week(meter.utc(now)), gmt=1)
+        time=meter.utc(now), flags=dict(day_of_week=_day_of_week(meter.utc(now)),
+                                        dst=int(tou.dst_in_effect(meter, now)), gmt=1)
     ),
     provenance=documented("MEP p.224 (LTIME_DATE in UTC, then the time qualifier)"),
 )
@@ -543,25 +664,37 @@ declare(
 
 
 def _bt21_render(meter):
+    """Self reads as EP32 set them; demands (BT21.4) and coincident values (BT21.5) as ET48
+    lists them once EP32 configured demand, with the demand reset counter and (continuous)
+    cumulative demand (MEP p.201: "True any time demand is activated and configured"; OPG p.20:
+    firmware 3.10 and later). No present demands (BT21.8 = 0): BT28 keeps the layout readers in
+    the field expect; the present demands are source IDs 88-103 (metering/demand.py)."""
+    from .dimensions import firmware_at_least
     from .registers import configured_self_reads  # registers builds on this module
 
+    demands, coincidents = energy_demand.dimensions(meter)
+    on = int(demands > 0 and firmware_at_least(meter, "3.10"))
     return dict(
-        flags=dict(season_info=1, date_time=1),
+        flags=dict(season_info=1, date_time=1, demand_reset_counter=on, cumulative_demand=on,
+                   continuous_cumulative_demand=on),
         self_read_flags=dict(daily_self_read=1, weekly_self_read=1),
-        self_reads=configured_self_reads(meter), summations=meter.dims.summations, demands=0,
-        coincident_values=0, occurrences=1, tiers=meter.dims.tiers, present_demands=0,
-        present_values=meter.dims.present_values,
+        self_reads=configured_self_reads(meter), summations=meter.dims.summations,
+        demands=demands, coincident_values=coincidents, occurrences=1, tiers=meter.dims.tiers,
+        present_demands=0, present_values=meter.dims.present_values,
     )
 
 
 def _bt55_render(meter, now):
     from .registers import current_season, tier_status  # registers builds on this module
 
+    local = meter.local(now)  # first: it brings the TOU state in line with a BT53/BT54 write
     tier, drive = tier_status(meter)
-    local = meter.local(now)
     return dict(time=local,
-                flags=dict(day_of_week=_day_of_week(local), tz_applied=1, dst_applied=1),
-                status=dict(current_tier=tier, tier_drive=drive, season=current_season(meter)))
+                flags=dict(day_of_week=_day_of_week(local), dst=int(tou.dst_in_effect(meter, now)),
+                           tz_applied=1, dst_applied=1),
+                status=dict(current_tier=tier, tier_drive=drive,
+                            special_schedule=tou.special_schedule_active(meter),
+                            season=current_season(meter)))
 
 # ---------------------------------------------------------------------------------------
 # BT70/BT71 log dimensions, BT74 history log

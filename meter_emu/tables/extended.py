@@ -439,6 +439,7 @@ def _channel_sources(geometry) -> list[int]:
 
 
 def _et42_render(meter, now):
+    from ..metering import demand  # the metering layer builds on the tables
     shape = _et42_shape(meter)
     layout = _et42_layout(meter, shape)
     bt21, bt71, et54 = _parse(meter, 21), _parse(meter, 71), _parse(meter, et(54), now)
@@ -453,7 +454,6 @@ def _et42_render(meter, now):
         log_list_size=len(ADJUSTABLE_LOGS),
         interface_compatibility=int.from_bytes(ics, "little"),
         c1219_compliance=meter.system_info().c1219_compliance,
-        billing_interface_definition_number=0,
         flags=dict(demand_reset_counter=bt21.flags["demand_reset_counter"],
                    cumulative_demand=bt21.flags["cumulative_demand"],
                    continuous_cumulative_demand=bt21.flags["continuous_cumulative_demand"],
@@ -471,8 +471,7 @@ def _et42_render(meter, now):
         history_log_entry_size=bt71.history_data_length,
         log_list=[dict(count=log["current_entries"], entry_size=log["entry_size"])
                   for log in logs],
-        demand_sources=[],  # BT21.4 = 0: no demands configured (BT22 would list them)
-        coincident_sources=[],
+        **demand.et42_fields(meter),  # BIDN, the demand and coincident sources (EP32)
         load_profile_extended_sources=_channel_sources(et21[0]),
         mdtt_current_entries=len(mdt),
         mdtt_entries=mdt,

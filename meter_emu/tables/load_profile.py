@@ -6,7 +6,17 @@ One function, ``load_profile_geometry``, turns the configuration (the profile's
 the meter's own) into every size and offset the tables publish, so BT61, BT62, BT63, BT64-BT67
 and ET21 move together when the configuration does. The meter's configuration, the per-set
 recording status (BT63), the ET66 source mapping and the ET75 change log live in the
-``load_profile`` subsystem; the recording engine (issue 5) fills the status and the data.
+``load_profile`` subsystem; the recorder (metering/recorder.py) fills the status and the data.
+
+The data tables are not rendered: each active data set has one ``bytearray`` holding its
+BT64..BT67 image itself (``LoadProfileMemory``, kept beside the meter's state but not in its
+JSON document), so a read is a slice of it. It is allocated at the set's first interval and
+grows a block at a time up to BT61's table size (the ring fills its slots in order), so a meter
+that recorded a day holds one block, not forty.
+``store.py`` saves each image as a binary file whose header names the geometry and carries a
+copy of the set's status (``ring_file_image``); a file that does not match the configuration,
+or that is older than the JSON state, is ignored with a log line and the set starts empty
+(``_adopt_ring_files``).
 
 Data sets: firmware 3.50 and newer supports four, and the per-set arrays of BT60-BT63 and ET21 then
 always have four elements; a set beyond ``data_sets`` is inactive, with zero blocks (ET42 calls a
@@ -21,6 +31,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
+import logging
+import struct
 import zlib
 from dataclasses import dataclass
 
@@ -33,6 +46,8 @@ from ..device.errors import ResponseCode, ServiceError
 from ..provenance import documented
 from .catalog import CATALOG, bt, declare, et
 from .dimensions import firmware_at_least
+
+log = logging.getLogger(__name__)
 
 MAX_DATA_SETS = 4  # BT64..BT67
 MAX_CHANNELS = 16  # BT60.11; also sizes ET62, ET66 and ET75 (ARRAY[BT60.11])
@@ -172,41 +187,235 @@ def data_set_configuration(meter) -> list[dict]:
                  sources=list(g.sources)) for g in load_profile_geometry(meter)]
 
 
-def _status_defaults() -> dict:
+def status_defaults() -> dict:
+    """BT63's counts of a data set that has recorded nothing."""
     return dict(overflow=False, valid_blocks=0, last_block=0, last_block_sequence=0,
                 unread_blocks=0, valid_intervals=0)
 
 
 def data_set_status(meter, index: int) -> dict:
-    """BT63's counts for data set ``index`` (0-based): nothing recorded until the recording
-    engine (issue 5) records blocks."""
+    """BT63's counts for data set ``index`` (0-based), with what the recorder keeps beside them
+    (metering/recorder.py lists those keys). A state loaded from a store is first reconciled
+    with its ring files, so the counts always describe the image a client reads."""
+    memory(meter)
     statuses = _lp_peek(meter).get("status", [])
-    return {**_status_defaults(), **(statuses[index] if index < len(statuses) else {})}
+    return {**status_defaults(), **(statuses[index] if index < len(statuses) else {})}
 
 
-def _status_for_change(meter, index: int) -> dict:
+def status_for_change(meter, index: int) -> dict:
+    """Data set ``index``'s status dict itself, for the recorder and the procedures to change
+    (sets ``meter.dirty``)."""
     statuses = lp_state(meter).setdefault("status", [])
-    statuses.extend(_status_defaults() for _ in range(index + 1 - len(statuses)))
+    statuses.extend(status_defaults() for _ in range(index + 1 - len(statuses)))
     meter.dirty = True
     return statuses[index]
 
 
-def reset_data_set(meter, index: int) -> None:
-    """EP11: no valid or unread blocks, the overflow flag cleared (OPG p.34); the block sequence
-    number carries on, so a reader never sees an old number again."""
-    status = _status_for_change(meter, index)
-    sequence = status.get("last_block_sequence", 0)
-    status.update(_status_defaults(), last_block_sequence=sequence)
+#: the recorder's keys for the interval in progress (metering/recorder.py)
+_IN_PROGRESS = ("next_end", "common", "channel", "outage", "previous")
+
+
+def reset_data_set(meter, index: int, now: float | None = None) -> None:
+    """EP11 (or a ring file that cannot be used): no valid or unread blocks, the overflow flag
+    cleared (OPG p.34), the image dropped. The block sequence number and the image's write count
+    carry on, so a reader never sees an old number again. Recording goes on with the interval
+    in progress: at ``now``, or, without it, the one the recorder had open when it still fits the
+    set's interval length (else recording starts when the recorder next runs)."""
+    status = status_for_change(meter, index)
+    kept = {key: status[key] for key in ("last_block_sequence", "writes") if key in status}
+    geometry = _data_set(meter, index)
+    step = 60 * geometry.interval_minutes
+    if geometry.active and now is not None:
+        kept.update(next_end=int(meter.utc_seconds(now) // step) * step + step,
+                    **{key: status[key] for key in ("outage", "previous") if key in status})
+    elif geometry.active and status.get("next_end", 1) % step == 0:
+        kept.update({key: status[key] for key in _IN_PROGRESS if key in status})
+    status.clear()
+    status.update(status_defaults(), **kept)
+    found = memory(meter)
+    found.rings.pop(index, None)
+    found.changed.add(index)  # the store deletes the set's file
+    found.recorder = None
 
 
 def acknowledge_blocks(meter, index: int, count: int) -> int:
     """BP05/BP04: ``count`` blocks of data set ``index`` were read. Clears the overflow flag
     (OPG p.34); returns how many unread blocks that took."""
-    status = _status_for_change(meter, index)
+    status = status_for_change(meter, index)
     unread = status.get("unread_blocks", 0)
     taken = min(count, unread)
     status.update(unread_blocks=unread - taken, overflow=False)
     return taken
+
+
+# ---------------------------------------------------------------------------------------
+# The data set images (BT64..BT67) and their files
+
+#: how channel values are recorded: "snapshot" (the source's value at the interval end, BT62
+#: format 32, OPG p.33) or "delta" (its increase over the interval; designed, not documented)
+MODES = ("snapshot", "delta")
+
+
+class LoadProfileMemory:
+    """One meter's BT64..BT67 images (per data set that has recorded something, a
+    ``bytearray`` holding its first blocks, at most BT61's table size: the rest reads as zeros),
+    the sets changed since the store saved them, and the recorder's compiled state
+    (``recorder``; None makes the recorder build it again)."""
+
+    __slots__ = ("rings", "changed", "recorder")
+
+    def __init__(self):
+        self.rings: dict[int, bytearray] = {}
+        self.changed: set[int] = set()
+        self.recorder = None
+
+
+def memory(meter) -> LoadProfileMemory:
+    """The meter's load profile memory, created (and reconciled with the ring files a store
+    loaded) on first use."""
+    found = meter.state.load_profile_memory
+    if found is None:
+        found = meter.state.load_profile_memory = LoadProfileMemory()
+        _adopt_ring_files(meter, found)
+    return found
+
+
+def recording_mode(meter) -> str:
+    """The profile's ``[load_profile] mode``."""
+    return meter.profile.load_profile.mode
+
+
+def ring_for_writing(meter, index: int, geometry: DataSetGeometry) -> bytearray:
+    """Data set ``index``'s image for the recorder (empty on first use: whoever enters a block
+    extends it to hold that block), marked for the store."""
+    found = memory(meter)
+    image = found.rings.get(index)
+    if image is None or len(image) > geometry.table_size:
+        image = found.rings[index] = bytearray()
+    found.changed.add(index)
+    return image
+
+
+def _full_image(image: bytearray | None, size: int) -> bytes | bytearray | None:
+    """The table image: the blocks held, then zeros for the slots not used yet."""
+    if image is None or len(image) > size:
+        return None
+    return image if len(image) == size else bytes(image) + bytes(size - len(image))
+
+
+#: magic, format version, data set index, mode, blocks, intervals, channels, interval minutes,
+#: block size, CRC-32 of the image, interval writes, length of the status copy (JSON)
+_RING_HEADER = struct.Struct("<4sBBBHHBHIIQI")
+RING_MAGIC, RING_VERSION = b"MELP", 1
+
+
+def ring_file_image(meter, index: int) -> bytes | None:
+    """The file store.py keeps for data set ``index``: header, a copy of the set's status, the
+    image. None when the set has no image (its file goes)."""
+    geometry = _data_set(meter, index)
+    image = _full_image(memory(meter).rings.get(index), geometry.table_size)
+    if image is None:
+        return None
+    status = data_set_status(meter, index)
+    text = json.dumps(status, separators=(",", ":")).encode()
+    mode = recording_mode(meter)
+    header = _RING_HEADER.pack(
+        RING_MAGIC, RING_VERSION, index, MODES.index(mode) if mode in MODES else 0xFF,
+        geometry.blocks, geometry.intervals, geometry.channels, geometry.interval_minutes,
+        geometry.block_size, zlib.crc32(image), status.get("writes", 0), len(text))
+    return header + text + image
+
+
+def changed_ring_files(meter) -> list[tuple[int, bytes | None]]:
+    """(set index, file contents or None to delete) for every set changed since the last save."""
+    found = meter.state.load_profile_memory
+    if found is None or not found.changed:
+        return []
+    return [(index, ring_file_image(meter, index)) for index in sorted(found.changed)]
+
+
+def ring_files_saved(meter) -> None:
+    found = meter.state.load_profile_memory
+    if found is not None:
+        found.changed.clear()
+
+
+def _read_ring_file(raw: bytes, index: int, geometry: DataSetGeometry,
+                    mode: str) -> tuple[dict, int, bytes]:
+    """(status copy, writes, image) from a ring file; ValueError says why it cannot be used."""
+    if len(raw) < _RING_HEADER.size:
+        raise ValueError(f"{len(raw)} bytes, shorter than its header")
+    (magic, version, set_index, mode_code, blocks, intervals, channels, minutes, block_size,
+     crc, writes, text_length) = _RING_HEADER.unpack_from(raw)
+    if magic != RING_MAGIC or version != RING_VERSION:
+        raise ValueError("not a load profile ring file of this version")
+    saved = (set_index, blocks, intervals, channels, minutes, block_size)
+    wanted = (index, geometry.blocks, geometry.intervals, geometry.channels,
+              geometry.interval_minutes, geometry.block_size)
+    if saved != wanted:
+        raise ValueError(f"it holds {blocks} blocks x {intervals} intervals x {channels} "
+                         f"channels of {minutes} min; the configuration has {geometry.blocks} x "
+                         f"{geometry.intervals} x {geometry.channels} of "
+                         f"{geometry.interval_minutes} min")
+    if mode_code >= len(MODES) or MODES[mode_code] != mode:
+        raise ValueError(f"recorded in another mode than {mode!r}")
+    start = _RING_HEADER.size + text_length
+    image = raw[start:]
+    if len(image) != geometry.table_size:
+        raise ValueError(f"{len(image)} image bytes, the data set has {geometry.table_size}")
+    if zlib.crc32(image) != crc:
+        raise ValueError("its checksum does not match")
+    try:
+        status = json.loads(raw[_RING_HEADER.size:start])
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        raise ValueError("its status copy is damaged")
+    return status, writes, image
+
+
+def _adopt_ring_files(meter, found: LoadProfileMemory) -> None:
+    """Take the images a store loaded. The store writes a ring file before the JSON state, so
+    after a crash the file may be newer (more writes): then its status copy is the right one;
+    a file that is older, damaged, or made for another configuration is ignored (logged) and
+    the set starts empty, as it does when a set with valid blocks has no file."""
+    files = meter.state.load_profile_files
+    if files is None:
+        return  # not loaded from a store: the status stands as it is
+    meter.state.load_profile_files = None  # adopted once
+    geometry = load_profile_geometry(meter)
+    mode = recording_mode(meter)
+    statuses = _lp_peek(meter).get("status", [])
+    for index in sorted(set(files) | set(range(len(statuses)))):
+        g = geometry[index] if index < len(geometry) else _INACTIVE
+        raw = files.get(index)
+        status = statuses[index] if index < len(statuses) else {}
+        if raw is None or not g.active:
+            if raw is not None or status.get("valid_blocks"):
+                why = "the data set is switched off" if raw is not None else "no ring file"
+                _ring_lost(meter, index, why)
+            continue
+        try:
+            saved, writes, image = _read_ring_file(raw, index, g, mode)
+        except ValueError as exc:
+            _ring_lost(meter, index, str(exc))
+            continue
+        known = status.get("writes", 0)
+        if writes < known:
+            _ring_lost(meter, index, f"it holds {writes} interval writes, the state {known}")
+            continue
+        found.rings[index] = bytearray(image)
+        if writes > known:  # saved just before a crash kept the JSON from following
+            current = status_for_change(meter, index)
+            current.clear()
+            current.update(saved)
+
+
+def _ring_lost(meter, index: int, reason: str) -> None:
+    log.warning("meter %s: load profile data set %d: ring file not used (%s); the set starts "
+                "empty", meter.id, index + 1, reason)
+    if index < MAX_DATA_SETS:
+        reset_data_set(meter, index)
 
 
 def source_mapping(meter) -> list[list[int]]:
@@ -384,9 +593,11 @@ def _data_set(meter, index: int) -> DataSetGeometry:
 
 def _declare_data_table(index: int) -> None:
     def render(meter, now):
-        """A freshly commissioned meter has no valid block: all zeros (the recording engine, a
-        later issue, writes blocks). Built straight as bytes: the table can be megabytes."""
-        return bytes(_data_set(meter, index).table_size)
+        """The set's image as the recorder wrote it (a slice of it is a partial read); all
+        zeros, no valid block, until its first interval."""
+        size = _data_set(meter, index).table_size
+        image = _full_image(memory(meter).rings.get(index), size)
+        return bytes(size) if image is None else image
 
     declare(
         bt(64 + index), f"Load Profile Data Set {index + 1}",
@@ -462,11 +673,20 @@ def _et21_layout(meter):
     return Struct("data_sets" / Array(data_set_count(meter), _et21_element(meter)))
 
 
+def _ltime(utc: float | None) -> dt.datetime | None:
+    """An instant as LTIME_DATE can carry it (years 2000-2099), else None (all zeros)."""
+    if utc is None:
+        return None
+    moment = dt.datetime(1970, 1, 1) + dt.timedelta(seconds=int(utc))
+    return moment if 2000 <= moment.year <= 2099 else None
+
+
 def _et21_render(meter, now):
-    """Geometry from ``load_profile_geometry``, the counts from BT63's status; addresses as
-    before the first interval (the recording engine, issue 5, moves them). Addresses are byte
-    offsets into the load profile memory, where the data sets follow each other in BT64..BT67
-    order."""
+    """Geometry from ``load_profile_geometry``, the counts and positions from the set's status.
+    Addresses are byte offsets into the load profile memory, where the data sets follow each
+    other in BT64..BT67 order; the current block and interval are those of the last recorded
+    interval (block 0, interval 0 before the first). Block start: 00:00 UTC (the recorder's
+    blocks are UTC days); no interval waits for MEP data, so Interval In Progress is 0."""
     element = _et21_element(meter)
     zero = element.parse(bytes(element.sizeof()))
     memory_max = memory_length_max(meter, now)
@@ -477,14 +697,20 @@ def _et21_render(meter, now):
             continue
         sources = list(g.sources) + [0] * (MAX_CHANNELS - g.channels)
         status = data_set_status(meter, n)
+        last_interval = max(0, status["valid_intervals"] - 1)
+        block_address = base + status["last_block"] * g.block_size
+        last_end = status.get("last_end")
+        block_day = status.get("block_day")
+        local_end = _local_time(meter, last_end) if _ltime(last_end) is not None else None
         values.append(dict(
             zero,
             number_of_valid_blocks=status["valid_blocks"],
             number_of_valid_intervals=status["valid_intervals"],
             last_block_index=status["last_block"],
-            last_interval_number=max(0, status["valid_intervals"] - 1),
-            current_block_address=base,
-            current_interval_address=base + g.header_size,
+            last_interval_number=last_interval,
+            current_block_address=block_address,
+            current_interval_address=block_address + g.header_size
+            + last_interval * g.interval_size,
             block_size=g.block_size,
             block_header_size=g.header_size,
             simple_status_offset=g.simple_status_offset,
@@ -492,16 +718,26 @@ def _et21_render(meter, now):
             interval_0_offset=g.header_size,
             interval_size=g.interval_size,
             channel_0_offset=g.extended_status_size,
+            extended_status_common=status.get("common", 0),
             number_of_channels=g.channels,
             interval_time=g.interval_time,
             sources=sources[:8],
             sources_expansion=sources[8:16],
             lp_config_id=g.config_id(),
             mep_billing_start_channel=g.channels,  # no M-Bus channels: an empty range
+            block_start_time=_ltime(None if block_day is None else block_day * 86400),
+            interval_end_time_utc=_ltime(last_end),
+            interval_end_time_local=local_end,
             max_memory_length=memory_max,
         ))
         base += g.table_size
     return dict(data_sets=values)
+
+
+def _local_time(meter, utc: float) -> dt.datetime | None:
+    """BT55's local time at meter-UTC instant ``utc``."""
+    local = meter.local(utc - meter.state.clock_offset)
+    return local if 2000 <= local.year <= 2099 else None
 
 
 declare(

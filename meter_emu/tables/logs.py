@@ -18,12 +18,14 @@ OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client De
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from construct import Array, Bytes, Struct
 
 from ..datatypes import NI_FMAT, UINT8, UINT16, UINT32, Bits, BitSet, LTimeDate, list_header
 from ..device.access import CONFIGURERS, READERS, Key
+from ..device import conditions
 from ..device.alarms import ALARMS
 from ..events import EVENTS, QUIET_BY_DEFAULT
 from ..procedures import PROCEDURES
@@ -33,6 +35,7 @@ from .basic import (PROCEDURE_REQUEST_TABLE, _bt74_layout, _log_dimensions, _spl
                     render_event_log)
 from .catalog import bt, CATALOG, declare, et, EXTENDED_BASE, refuse, zeros
 from .dimensions import firmware_at_least, product_dimensions
+from .extended import log_entries
 
 #: Tables the MEP guide does not cover: the optical keys and the head-end, no MEP key.
 _NO_MEP_READERS = READERS - {Key.MAK, Key.MBK}
@@ -192,13 +195,13 @@ class Monitoring:
 
 
 def monitoring(meter) -> Monitoring:
-    """BT73 as sets of numbers, parsed once per BT73 image (Meter.log_event asks on every
-    event)."""
-    image = meter.table_bytes(bt(73), 0.0)
+    """BT73 as sets of numbers, parsed once per BT73 image a client stored (or once for the
+    defaults): Meter.log_event asks on every event."""
+    stored = meter.state.tables.get(bt(73))
     cached = getattr(meter, "_bt73_monitoring", None)
-    if cached is not None and cached[0] == image:
+    if cached is not None and cached[0] is stored:
         return cached[1]
-    values = _bt73_layout(meter).parse(image)
+    values = _bt73_layout(meter).parse(meter.table_bytes(bt(73), 0.0))
     standard_bits = _event_bytes(meter)[0] * 8
     result = Monitoring(
         events=frozenset(values.standard_events_monitored)
@@ -208,7 +211,7 @@ def monitoring(meter) -> Monitoring:
         procedures=frozenset(values.standard_procedures_monitored)
         | frozenset(MANUFACTURER_FLAG + b for b in values.manufacturer_procedures_monitored),
     )
-    meter._bt73_monitoring = (image, result)
+    meter._bt73_monitoring = (stored, result)
     return result
 
 
@@ -250,21 +253,92 @@ def _empty_circular_log(layout_for):
     return render
 
 
+_POWER_OUTAGE_LOG = "power_outage_log"
+_OUTAGE_ENTRY = Struct("start_timestamp" / LTimeDate(), "end_timestamp" / LTimeDate())
+
+
+def power_outage_log_entries(meter) -> int:
+    """ET81's entries: ET36 Current Entries as EP06 configured it (0 on a new meter)."""
+    return log_entries(meter, 81, POWER_OUTAGE_LOG_ENTRIES)
+
+
 def _et81_layout(meter):
-    entry = Struct("start_timestamp" / LTimeDate(), "end_timestamp" / LTimeDate())
-    return Struct(*list_header(), "entries" / Array(POWER_OUTAGE_LOG_ENTRIES, entry))
+    return Struct(*list_header(), "entries" / Array(power_outage_log_entries(meter),
+                                                     _OUTAGE_ENTRY))
+
+
+def power_outage_log_state(meter) -> dict:
+    """ET81's list: outages as [start, end] local seconds (naive epoch), oldest first, at most
+    the configured entries; a new size (EP06) restarts it empty, its sequence number goes on.
+    EP25/EP26 act on it as a ``procedures.logs.dict_log``."""
+    own = meter.subsystem(_POWER_OUTAGE_LOG, sequence=0, unread=0, overflow=False, entries=[],
+                          size=POWER_OUTAGE_LOG_ENTRIES)
+    size = power_outage_log_entries(meter)
+    if own["size"] != size:
+        own.update(size=size, unread=0, overflow=False, entries=[])
+        meter.dirty = True
+    return own
+
+
+def _local_seconds(meter, virtual: float) -> int:
+    return int(meter.local(virtual).replace(tzinfo=dt.timezone.utc).timestamp())
+
+
+def record_power_outage(meter, start: float, end: float) -> None:
+    """The metering engine's outage from virtual ``start`` to ``end``: one ET81 entry in local
+    time (MEP p.185-186), if EP06 gave ET81 entries; a new entry raises BT03 'Manufacturer Log
+    Entry Occurred' (event 87, argument the table)."""
+    own = power_outage_log_state(meter)
+    if not own["size"]:
+        return
+    own["entries"].append([_local_seconds(meter, start), _local_seconds(meter, end)])
+    if len(own["entries"]) > own["size"]:
+        del own["entries"][0]
+        own["overflow"] = True
+    own["sequence"] = (own["sequence"] + 1) & 0xFFFF
+    own["unread"] = min(own["unread"] + 1, own["size"])
+    meter.dirty = True
+    conditions.begin(meter, "mfg_log_entry_available", end, et(81))
+
+
+def _stamp(seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).replace(tzinfo=None)
+
+
+def _et81_render(meter, now):
+    """A circular queue in ascending order: the newest entry at Last Entry Element."""
+    own = meter.state.subsystems.get(_POWER_OUTAGE_LOG)  # reading creates no state
+    size = power_outage_log_entries(meter)
+    if own is None or own["size"] != size:
+        own = dict(sequence=0 if own is None else own["sequence"], unread=0, overflow=False,
+                   entries=[])
+    entries = own["entries"]
+    values = zeros(_et81_layout(meter))
+    values.flags["list_type"] = 1
+    values.flags["overflow"] = int(own["overflow"])
+    values.valid_entries = len(entries)
+    values.last_entry_sequence_number = own["sequence"]
+    values.unread_entries = own["unread"]
+    if entries:
+        last = (own["sequence"] - 1) % size  # element n holds the entries numbered n mod size
+        values.last_entry_element = last
+        for age, (start, end) in enumerate(reversed(entries)):
+            values.entries[(last - age) % size] = dict(start_timestamp=_stamp(start),
+                                                       end_timestamp=_stamp(end))
+    return values
 
 
 declare(
     et(81), "Power Outage Log",
     read=READERS,
     layout=_et81_layout,
-    render=_empty_circular_log(_et81_layout),
+    render=_et81_render,
     provenance=documented(
-        "MEP p.185-186 (12-byte entries, as ET36 says); entries: ET36 Current Entries default "
-        "0, MEP p.109"
+        "MEP p.185-186 (12-byte entries, as ET36 says, local start and end times); entries: ET36 "
+        "Current Entries, default 0 (MEP p.109), set by EP06"
     ),
 )
+
 
 _CONFIG_ID_ENTRY_SIZE = 35  # ET36 Entry Size for ET38 (MEP p.108)
 
@@ -404,19 +478,18 @@ ET09_SETTINGS = dict(
     average_current_calculation_interval=600,
     options=dict(early_sag_surge_event=0),
 )
-_THD_SETTINGS = dict(thd_time_threshold=10, thd_threshold=0)
+#: the settings inside each THD record (MEP p.74); the rest of the record is the meter's
+THD_SETTINGS = dict(thd_time_threshold=10, thd_threshold=0)
 
 
-def _et09_defaults(meter):
-    """Stored like ET04: the settings are the head-end's, the "M" records and statistics are
-    kept across writes for the metering engine's power-quality monitoring to fill (no state
-    feeds them yet, so a fresh meter shows zeros and no times)."""
+def _et09_render(meter, now):
+    """The settings (defaults, or what a client wrote) and the records and statistics ("M")
+    metering/power_quality.py keeps from the measured quantities; the outage records are the
+    metering engine's."""
+    from ..metering import power_quality  # the metering layer reads its settings from here
+
     values = zeros(_et09_layout(meter))
-    for name, value in ET09_SETTINGS.items():
-        if name in values:
-            values[name] = value
-    for record in values.get("thd_records", []):
-        record.update(_THD_SETTINGS)
+    power_quality.render_into(meter, values, now)
     return values
 
 
@@ -445,16 +518,16 @@ def _et09_check(values):
 
 
 def _et09_apply(meter, values, ctx):
-    """Settings change; the records and statistics ("M") stay the meter's."""
+    """Settings change (the power quality monitor uses them from the next step); the records
+    and statistics ("M") stay the meter's whatever the client wrote there."""
+    from ..metering import power_quality
+
     _et09_check(values)
-    kept = _et09_layout(meter).parse(meter.table_bytes(et(9), ctx.now))
-    for name in ET09_SETTINGS:
-        if name in kept:
-            kept[name] = values[name]
-    for mine, theirs in zip(kept.get("thd_records", []), values.get("thd_records", [])):
-        for name in _THD_SETTINGS:
-            mine[name] = theirs[name]
-    return kept
+    written = {name: values[name] for name in ET09_SETTINGS if name in values}
+    if "thd_records" in values:
+        written["thd_records"] = [[r.thd_time_threshold, r.thd_threshold]
+                                  for r in values.thd_records]
+    power_quality.store_settings(meter, written)
 
 
 declare(
@@ -462,7 +535,7 @@ declare(
     read=READERS,
     write=CONFIGURERS,
     layout=_et09_layout,
-    defaults=_et09_defaults,
+    render=_et09_render,
     apply=_et09_apply,
     provenance=documented(
         "MEP p.67-77 (outage records ARRAY[ET04.53] of 18 bytes; fields by firmware 2.12, 3.10, "
@@ -480,12 +553,20 @@ def _et10_layout(meter):
 
 
 def _et10_render(meter, now):
-    """Totals from the outage registers (BT23 power-off seconds and outage count); the records
-    stay empty until the metering engine simulates outages."""
+    """Totals from the outage registers (BT23 power-off seconds and outage count), then the
+    most recent long outages the metering engine recorded, newest first like ET09's records
+    (MEP p.69: UTC times, reset cause 3 power failure, duration in whole seconds)."""
+    from ..metering.engine import RESET_POWER_FAILURE, outage_records  # engine imports tables
+
     registers = meter.state.registers
     values = zeros(_et10_layout(meter))
     values.outage_count = registers["power_outage_count"]
     values.outage_seconds = registers["power_outage_seconds"]
+    records = outage_records(meter)["long_outages"]
+    for n, (off_utc, on_utc, seconds) in enumerate(records[:len(values.long_outage_records)]):
+        values.long_outage_records[n] = dict(
+            power_on_time=_stamp(int(on_utc)), reset_cause=RESET_POWER_FAILURE, reserved=0,
+            power_off_time=_stamp(int(off_utc)), power_off_duration=int(seconds))
     return values
 
 
@@ -497,7 +578,7 @@ declare(
     provenance=designed(
         "no public layout: ET04.53 (MEP p.58) records outages 'in ET09 and ET10' and ET09.0 "
         "(MEP p.68) promises complete records of the long outages; ET10 holds those, with "
-        "ET09's 18-byte record, after the outage totals"
+        "ET09's 18-byte record, newest first, after the outage totals"
     ),
 )
 

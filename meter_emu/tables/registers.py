@@ -5,8 +5,9 @@ manufacturer's energy and demand tables (ET12, ET40, ET41, ET48, ET80).
 Every table here is sized from BT21 and BT22 as the meter publishes them, so the tables keep
 agreeing when demands or self reads are configured. The billing state behind them (self reads,
 demand resets, the demand configuration EP32/EP33 set, the tier EP05 forces) lives in meter
-subsystems with the accessors below: procedures/metering.py changes it, the renders show it, and
-the metering engine (issue 5) adds the scheduled self reads, demand resets and maximum demands.
+subsystems with the accessors below: procedures/metering.py changes it, the renders show it, the
+TOU calendar adds scheduled self reads and demand resets, and metering/demand.py measures the
+demands in the DEMAND subsystem.
 
 OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client Developer's Guide
 (OSGP Alliance, 2022); printed page numbers (the page footers).
@@ -59,10 +60,11 @@ def _list_defaults() -> dict:
 
 def _demand_defaults() -> dict:
     """EP32/EP33 settings (``log_entries`` None: ET41's built-in size); the demand resets: their
-    list (its sequence counts them), the BT25 snapshot of the last one, and the maximum demands
-    the metering engine (issue 5) tracks and EP34 resets."""
+    list (its sequence counts them, BT23's Nbr Demand Resets) and the BT25 snapshot of the last
+    one; and what metering/demand.py measures (its docstring describes those keys)."""
     return dict(configured=False, bidn=0, self_reads=0, sub_interval=0, interval_multiplier=0,
-                log_entries=None, resets=_list_defaults(), last_reset=None, maximum_demands=[])
+                log_entries=None, resets=_list_defaults(), last_reset=None,
+                acc=[], window=[], due=None, present=[], previous=[], blocks={})
 
 
 def _tariff_defaults() -> dict:
@@ -399,7 +401,8 @@ def _bt27_layout(meter):
 
 
 def _bt27_render(meter, now):
-    """Present demand sources stay 0 until the demand engine (later work) configures them."""
+    """No present demand sources: BT21.8 stays 0 so BT28 keeps the layout readers in the field
+    expect (the present demands are source IDs 88-103, metering/demand.py)."""
     bt21 = actual_register(meter)
     return dict(present_demand_sources=[0] * bt21.present_demands,
                 present_value_sources=list(PRESENT_VALUE_SOURCES[: bt21.present_values]))
@@ -628,3 +631,32 @@ declare(
     apply=_et80_apply,
     provenance=documented("MEP p.183-185 (8 bytes; defaults 0, 1, 15, 0); OPG p.62"),
 )
+
+# ---------------------------------------------------------------------------------------
+# The TOU calendar's snapshots (metering/tou.py): BT24 at a season change, scheduled demand
+# resets in ET41.
+
+#: ET41 Reset Reason of a demand reset the BT54 calendar made ("Scheduled", MEP p.110).
+SCHEDULED_RESET = 0
+
+
+def store_season_snapshot(meter, now: float) -> None:
+    """BT24 Previous Season Data at a season change (MEP p.211): BT23 now, stamped with the BT55
+    minute and the season that ends ("season represented in this snapshot"), so it is taken
+    before the new season applies. BT24 stays a stored table a client may overwrite."""
+    meter.state.tables[bt(24)] = _stamped(meter, snapshot(meter, now, 0))
+    meter.dirty = True
+
+
+def mark_last_reset(meter, reason: int) -> None:
+    """Give the newest demand reset (BT25, ET41) another ET41 Reset Reason, e.g. SCHEDULED_RESET
+    for one the calendar made through procedures.metering.demand_reset."""
+    demand = billing_state(meter, DEMAND)
+    last = demand["last_reset"]
+    if last is None:
+        return
+    last["reason"] = reason
+    for record in demand["resets"]["entries"]:
+        if record["sequence"] == last["sequence"]:
+            record["reason"] = reason
+    meter.dirty = True

@@ -2,9 +2,9 @@
 calendar drives: the load disconnect contactor and the control relays (ET05, ET23, ET30, ET46,
 ET47, ET61).
 
-The tables hold configuration and show it back; acting on it (switching tiers, DST, seasons,
-overrides, relays) is the TOU engine's and the relay subsystem's work, later. Until then the
-local clock (BT55) applies only BT53's time zone offset.
+The tables hold configuration and show it back; the TOU engine (metering/tou.py) acts on BT53
+and BT54 (tiers, seasons, special schedules, DST, calendar self reads and demand resets) and the
+relay subsystem on the control-output tables. ET47 overrides are not acted on yet.
 
 OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client Developer's Guide
 (OSGP Alliance, 2022); printed page numbers.
@@ -91,12 +91,22 @@ _BT53 = Struct(
 )
 
 
-def time_zone_offset_minutes(meter, now: float) -> int:
-    """BT53's time zone offset, read straight from the table image (the local clock asks for
-    it on every BT55 read)."""
-    raw = meter.table_bytes(bt(53), now)
-    return int.from_bytes(raw[_TIME_ZONE_OFFSET_AT:_TIME_ZONE_OFFSET_AT + 2], "little",
+def time_offset(meter) -> tuple[int, int, int]:
+    """BT53 as (DST effective time in seconds of the day, DST adjustment minutes, time zone
+    offset minutes), straight from the stored image or the defaults below, without building
+    the table: the local clock asks for it all the time."""
+    raw = meter.state.tables.get(bt(53))
+    if raw is None:  # BT53's defaults (declared below)
+        return 0, 0, meter.profile.clock.utc_offset_minutes
+    hour, minute, second, adjustment = raw[0], raw[1], raw[2], raw[3]
+    zone = int.from_bytes(raw[_TIME_ZONE_OFFSET_AT:_TIME_ZONE_OFFSET_AT + 2], "little",
                           signed=True)
+    return hour * 3600 + minute * 60 + second, adjustment, zone
+
+
+def time_zone_offset_minutes(meter, now: float) -> int:
+    """BT53's time zone offset."""
+    return time_offset(meter)[2]
 
 
 def _bt53_apply(meter, values, ctx):
@@ -135,6 +145,8 @@ _CALENDAR_ACTION = Bits(1, action=(0, 5), demand_reset=5, self_read=6, tou_forma
 _ANSI_DATE = Bits(2, year=(0, 7), month=(7, 4), day=(11, 5))
 # RDATE (MEP p.41): for MONTH 15 the bits 4..15 carry PERIOD and DELTA instead.
 _RDATE = Bits(2, month=(0, 4), offset=(4, 4), weekday=(8, 3), day=(11, 5))
+#: RDATE OFFSETs 1..6 move the date to a WEEKDAY (MEP p.41-42).
+OFFSETS_WITH_WEEKDAY = (1, 6)
 _TIER_SWITCH = Struct(
     "switch" / Bits(2, tier=(0, 3), minute=(5, 6), hour=(11, 5)),
     "schedule" / UINT8,
@@ -211,13 +223,42 @@ def _check_rdate(date, where):
         last_day = calendar.monthrange(2000, month)[1] if month <= 12 else 31  # 2000: Feb 29
         if not 1 <= date["day"] <= last_day:
             refuse("BT54", f"{where}: day {date['day']} does not exist in month {month}")
+        if OFFSETS_WITH_WEEKDAY[0] <= date["offset"] <= OFFSETS_WITH_WEEKDAY[1] \
+                and date["weekday"] > 6:
+            refuse("BT54", f"{where}: offset {date['offset']} moves the date to a weekday, "
+                            "so it needs a weekday 0..6")
     elif month == 14 and date["weekday"] > 6:
         refuse("BT54", f"{where}: a weekly date needs a weekday 0..6")
 
 
+def _unused_switch(switch) -> bool:
+    """Tier 0 at 00:00, the zeros of an unwritten record."""
+    return not (switch["tier"] or switch["hour"] or switch["minute"])
+
+
+def _check_switch_order(records, first: int) -> None:
+    """BT50 Sort Tier Switches: the meter requires each day schedule's switches in time order
+    (MEP p.223). A day schedule's switches are its records up to the first unused one after
+    its first record (tier 0 at 00:00 may start a day); the records after that stay unused."""
+    previous = None
+    for i, record in enumerate(records):
+        switch = record.switch
+        if i and _unused_switch(switch):
+            if not all(_unused_switch(r.switch) for r in records[i:]):
+                refuse("BT54", f"day schedule {first // SWITCHES_PER_DAY_SCHEDULE}: a tier "
+                                f"switch follows the unused switch {first + i}")
+            return
+        minute = switch["hour"] * 60 + switch["minute"]
+        if previous is not None and minute <= previous:
+            refuse("BT54", f"tier switch {first + i} at {switch['hour']}:"
+                            f"{switch['minute']:02d} is not later than the one before it "
+                            "(BT54 needs each day schedule's switches sorted)")
+        previous = minute
+
+
 def _bt54_apply(meter, values, ctx):
-    """Checks what MEP p.225-228 constrains; returns the values so the filler bits are stored
-    as zeros. Acting on the calendar is the TOU engine's work."""
+    """Checks what MEP p.223-228 and p.41-42 constrain; returns the values so the filler bits
+    are stored as zeros. Acting on the calendar is metering/tou.py's work."""
     new_format = bool(values.recurring_dates[0].action["tou_format"])
     if new_format and not _new_tou_format(meter):
         refuse("BT54", "the 12-season TOU format needs firmware 3.50 or newer")
@@ -243,6 +284,9 @@ def _bt54_apply(meter, values, ctx):
         if switch["hour"] > 23 or switch["minute"] > 59:
             refuse("BT54", f"tier switch {i}: {switch['hour']}:{switch['minute']:02d} "
                             "is not a time of day")
+    for block in range(0, len(values.tier_switches), SWITCHES_PER_DAY_SCHEDULE):
+        _check_switch_order(values.tier_switches[block:block + SWITCHES_PER_DAY_SCHEDULE],
+                            block)
     day_schedules = product_dimensions(meter).tier_switches // SWITCHES_PER_DAY_SCHEDULE
     for i, season in enumerate(values.season_schedules):
         for day in _SEASON_SCHEDULE.subcons:
