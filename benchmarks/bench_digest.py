@@ -10,11 +10,9 @@ MEP exchange (keying + 30 + 30 bytes)."""
 
 from __future__ import annotations
 
+import machine  # benchmarks/machine.py (scripts run from this folder)
+
 import argparse
-import os
-import contextlib
-import platform
-import sys
 import timeit
 
 import cryptography
@@ -67,15 +65,6 @@ def exchange(key: OmaKey) -> tuple[bytes, bytes]:
     return request_tag, saved.digest()
 
 
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):  # not Linux: fall back to what platform knows
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def report(label: str, per_second: float, unit: str) -> None:
     print(f"  {label:<36} {per_second:>10,.0f} {unit}")
 
@@ -101,9 +90,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.5, help="time per figure (default 0.5)")
     args = parser.parse_args()
 
-    print(f"machine: {platform.platform()} | {cpu_model()} | {os.cpu_count()} CPUs")
-    print(f"python:  {platform.python_implementation()} {sys.version.split()[0]} | cryptography "
-          f"{cryptography.__version__}, RC4 backend {RC4_BACKEND}")
+    print(machine.describe(f" | cryptography {cryptography.__version__}, "
+                           f"RC4 backend {RC4_BACKEND}"))
     print(f"message: {len(REQUEST)}-byte MEP request; one core; each figure is the best of 5 runs")
     for length in (16, 12):
         bench_key(bytes(range(0x31, 0x31 + length)), args.seconds)

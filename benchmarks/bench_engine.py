@@ -6,18 +6,17 @@ virtual day in 15-minute steps, and the machine it ran on.
 
 Figures: ``engine.advance`` alone, and ``Meter.advance`` (what the runner calls: pending
 tables, relay, engine), both with the hook modules (TOU, demand, power quality, load profile
-recorder) replaced by no-ops (``--hooks scaffolding``, the default: the engine's own cost) or
-as installed (``--hooks installed``). A varying load (a sine current, 60-second steps) is timed
+recorder) as installed (``--hooks installed``, the default: what a fleet costs) or replaced by
+no-ops (``--hooks scaffolding``: the engine's own cost). A varying load (a sine current, 60-second steps) is timed
 on a tenth of the fleet for comparison. The budget (DESIGN.md section 6) is 10,000 meters x one
 day of 15-minute load profile in 30 s: 333 meter-days per second for everything."""
 
 from __future__ import annotations
 
+import machine  # benchmarks/machine.py (scripts run from this folder)
+
 import argparse
 import contextlib
-import os
-import platform
-import sys
 import time
 
 from meter_emu.device.meter import Meter
@@ -27,15 +26,6 @@ from meter_emu.profile import load_profile
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 DAY = 86_400.0
 STEP = 900.0
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 @contextlib.contextmanager
@@ -96,11 +86,10 @@ def figure(label: str, meters: list[Meter], advance) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--meters", type=int, default=1000, help="fleet size (default 1000)")
-    parser.add_argument("--hooks", choices=("scaffolding", "installed"), default="scaffolding",
-                        help="replace the hook modules by no-ops (default) or use them")
+    parser.add_argument("--hooks", choices=("scaffolding", "installed"), default="installed",
+                        help="use the hook modules (default) or replace them by no-ops")
     args = parser.parse_args()
-    print(f"machine: {platform.platform()} | {cpu_model()} | {os.cpu_count()} CPUs")
-    print(f"python:  {platform.python_implementation()} {sys.version.split()[0]}")
+    print(machine.describe())
     print(f"fleet:   {args.meters} single-phase meters, one virtual day in 15-minute steps, "
           f"hooks {args.hooks}; one core")
     constant = {"voltage": 230, "current": 10, "pf": 0.95}

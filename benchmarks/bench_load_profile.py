@@ -12,11 +12,9 @@ for everything."""
 
 from __future__ import annotations
 
+import machine  # benchmarks/machine.py (scripts run from this folder)
+
 import argparse
-import contextlib
-import os
-import platform
-import sys
 import time
 
 from meter_emu.device.meter import Meter
@@ -27,15 +25,6 @@ from meter_emu.tables import load_profile as lp
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 DAY = 86_400
 STEP = 900
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def record_days(meters: list[Meter], first_day: int, days: int) -> float:
@@ -67,8 +56,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=3, help="virtual days timed (default 3)")
     args = parser.parse_args()
 
-    print(f"machine: {platform.platform()} | {cpu_model()} | {os.cpu_count()} CPUs")
-    print(f"python:  {platform.python_implementation()} {sys.version.split()[0]}")
+    print(machine.describe())
     profile = load_profile()
     geometry = lp.load_profile_geometry(Meter(profile))[0]
     print(f"fleet:   {args.meters} meters, {geometry.channels} channels of "

@@ -1,7 +1,7 @@
 """The ``meter-emu`` command.
 
     meter-emu run [--profile NAME|PATH] [--set section.key=value ...] [--optical URL]
-                  [--state DIR] [--ready-file PATH] [--clock-rate R] [--start-time ISO]
+                  [--mep URL] [--mqtt embedded|embedded:PORT|mqtt://HOST:PORT|off] [--state DIR] [--ready-file PATH] [--clock-rate R] [--start-time ISO]
     meter-emu tables [--json] [--markdown]
     meter-emu tables show TABLE [--json] [--profile NAME|PATH] [--set ...] [--state DIR]
     meter-emu procedures [--json] [--markdown]
@@ -187,6 +187,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mep", default="tcp://127.0.0.1:1219", metavar="URL",
                      help="MEP port (RC4/OMA-digest security), same URL forms as --optical "
                           "(default: tcp://127.0.0.1:1219)")
+    run.add_argument("--mqtt", default="embedded", metavar="URL",
+                     help="MQTT for injecting quantities: embedded (an in-process broker on "
+                          "127.0.0.1:1883), embedded:PORT (0 = any free port), "
+                          "mqtt://HOST:PORT (mosquitto, EMQX, ...) or off (default: embedded)")
     run.add_argument("--state", metavar="DIR",
                      help="keep meter state in DIR so it survives restarts and kill -9")
     run.add_argument("--ready-file", metavar="PATH",
@@ -343,8 +347,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         profile = load_profile(args.profile, overrides)
-        options = RunOptions(optical=args.optical, mep=args.mep, state_dir=args.state,
-                             ready_file=args.ready_file)
+        options = RunOptions(optical=args.optical, mep=args.mep, mqtt=args.mqtt,
+                             state_dir=args.state, ready_file=args.ready_file)
         asyncio.run(run(profile, options))
     except (ProfileError, PortUrlError, StoreError) as error:
         print(f"meter-emu: {error}", file=sys.stderr)

@@ -19,7 +19,7 @@ from .clock import VirtualClock
 from .device.meter import Meter, start_time
 from .ports.mep import mep_protocol
 from .ports.optical import optical_protocol
-from .ports.transport import open_endpoint
+from .ports.transport import PortUrlError, open_endpoint
 from .profile import Profile
 from .store import StateStore
 
@@ -30,8 +30,65 @@ log = logging.getLogger(__name__)
 class RunOptions:
     optical: str = "tcp://127.0.0.1:1218"
     mep: str = "tcp://127.0.0.1:1219"
+    mqtt: str = "embedded"
     state_dir: str | None = None
     ready_file: str | None = None
+
+
+#: where ``--mqtt embedded`` listens: the standard MQTT port, so mosquitto_pub needs no -p
+EMBEDDED_MQTT_PORT = 1883
+
+
+def mqtt_broker_address(url: str) -> tuple[str, int] | None:
+    """``embedded`` / ``embedded:PORT`` -> (host, port) of the broker to start in-process;
+    ``mqtt://...`` or ``off`` -> None. Anything else is a PortUrlError naming the forms."""
+    if url == "embedded":
+        return "127.0.0.1", EMBEDDED_MQTT_PORT
+    if url.startswith("embedded:"):
+        port = url.removeprefix("embedded:")
+        if port.isdigit() and int(port) < 65536:
+            return "127.0.0.1", int(port)
+    elif url == "off" or _mqtt_url(url):
+        return None
+    raise PortUrlError(f"--mqtt {url!r}: use embedded, embedded:PORT, mqtt://HOST:PORT or off")
+
+
+def _mqtt_url(url: str) -> bool:
+    host, _, port = url.removeprefix("mqtt://").rpartition(":")
+    return url.startswith("mqtt://") and bool(host) and port.isdigit() and int(port) < 65536
+
+
+async def start_mqtt(url: str, meters, clock, persist, ports: dict):
+    """Start the embedded broker if asked, then the bridge. Returns (broker, bridge, url),
+    each None when not used."""
+    address = mqtt_broker_address(url)
+    if url == "off":
+        return None, None, None
+    from .mqtt.bridge import MqttBridge
+    from .mqtt.broker import Broker
+
+    broker = None
+    if address is not None:
+        broker = Broker()
+        try:
+            await broker.start(*address)
+        except OSError as exc:
+            if url != "embedded":  # a port the user chose: say why it failed
+                raise PortUrlError(f"--mqtt {url}: cannot listen on {address[0]}:{address[1]} "
+                                   f"({exc.strerror})") from None
+            log.warning("MQTT port %d is taken (%s; another broker? --mqtt mqtt://127.0.0.1:%d "
+                        "uses it); the embedded broker takes a free port",
+                        address[1], exc.strerror, address[1])
+            await broker.start(address[0], 0)
+        url = broker.url
+    bridge = MqttBridge(url, meters, clock, persist, ports=ports)
+    try:
+        await bridge.start()
+    except Exception as exc:
+        if broker is not None:
+            await broker.close()
+        raise PortUrlError(f"--mqtt {url}: cannot connect to the broker: {exc}") from None
+    return broker, bridge, url
 
 
 def write_ready_file(path: str, document: dict) -> None:
@@ -97,12 +154,27 @@ async def run(profile: Profile, options: RunOptions) -> None:
             endpoints[name] = endpoint
 
     ports = {name: endpoint.url for name, endpoint in endpoints.items()}
+    try:
+        broker, bridge, mqtt_url = await start_mqtt(options.mqtt, meters, clock, persist,
+                                                    dict(ports))
+    except BaseException:
+        for opened in endpoints.values():
+            opened.close()
+        raise
+    if bridge is not None:
+        ports["mqtt"] = mqtt_url
     print(f"meter-emu: meter {meter.id} ({profile.origin}) is up", flush=True)
     for name, url in ports.items():
         print(f"  {name:<8} {url}", flush=True)
     if "optical" in ports:
         client = ports["optical"].replace("tcp://", "socket://")
         print(f"  C12.18 clients (termineter: set SERIAL_CONNECTION {client})", flush=True)
+    if bridge is not None:
+        prefix = profile.mqtt.prefix
+        host, _, port = mqtt_url.removeprefix("mqtt://").rpartition(":")
+        print(f"  inject   mosquitto_pub -h {host} -p {port} -t "
+              f"{prefix}/{meter.id}/set -m '{{\"voltage\": 231.5, \"current\": 12.0, "
+              f"\"pf\": 0.95}}'", flush=True)
     if store is not None:
         print(f"  state    {store.directory}", flush=True)
     if options.ready_file:
@@ -117,6 +189,10 @@ async def run(profile: Profile, options: RunOptions) -> None:
         await stop.wait()
     finally:
         timed.cancel()
+        if bridge is not None:
+            await bridge.close()
+        if broker is not None:
+            await broker.close()
         for endpoint in endpoints.values():
             endpoint.close()
         if options.ready_file:

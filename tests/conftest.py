@@ -3,6 +3,11 @@ sans-I/O optical link byte by byte (frames in, ACKs and frames out)."""
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
+
 import pytest
 
 from meter_emu.clock import ManualClock
@@ -127,3 +132,58 @@ class Procedures:
         bt08 = self.client.read(8)
         assert bt08[:3] == number.to_bytes(2, "little") + bytes([self.psn])
         return bt08[3], bt08[4:]
+
+
+# ---- a real mosquitto (Debian's mosquitto and mosquitto-clients: .ci/run installs them) -----
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mosquitto_program(name: str) -> str:
+    """mosquitto, mosquitto_pub, mosquitto_sub: a missing one fails the test (never skips)."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if found is None:
+        pytest.fail(f"{name} is not installed (apt-get install -y mosquitto mosquitto-clients)")
+    return found
+
+
+class Mosquitto:
+    """mosquitto on a fixed free loopback port, so a test can stop it and start it again."""
+
+    def __init__(self, directory):
+        self.port = free_port()
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                               "persistence false\n")
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([mosquitto_program("mosquitto"), "-c", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("mosquitto did not start") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import mosquitto_program
 
 # ---- default profile values -------------------------------------------------------------
 
@@ -138,8 +139,9 @@ class EmulatorFactory:
     started: list[Emulator] = field(default_factory=list)
 
     def __call__(self, *args: str, optical: str = "tcp://127.0.0.1:0", state: Path | None = None,
-                 wait: bool = True, mep: str = "tcp://127.0.0.1:0") -> Emulator:
-        argv = ["--optical", optical, "--mep", mep, *args]
+                 wait: bool = True, mep: str = "tcp://127.0.0.1:0",
+                 mqtt: str = "off") -> Emulator:
+        argv = ["--optical", optical, "--mep", mep, "--mqtt", mqtt, *args]
         if state is not None:
             argv += ["--state", str(state)]
         workdir = Path(tempfile.mkdtemp(prefix="emu-", dir=self.tmp_path))
@@ -366,3 +368,23 @@ def parse_bt74(raw: bytes) -> HistoryLog:
         entries.append(HistoryEntry(ltime_date(e[0:6]), le(e[6:8]), le(e[8:10]),
                                     le(e[10:12]) & 0x0FFF, le(e[12:14])))
     return HistoryLog(raw[0], le(raw[1:3]), le(raw[3:5]), le(raw[5:9]), le(raw[9:11]), entries)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+# ---- MQTT ------------------------------------------------------------------------------------
+
+
+def mosquitto_pub(url: str, topic: str, message: str) -> None:
+    host, _, port = url.removeprefix("mqtt://").rpartition(":")
+    subprocess.run([mosquitto_program("mosquitto_pub"), "-h", host, "-p", port, "-t", topic,
+                    "-m", message], check=True, timeout=10)

@@ -5,7 +5,6 @@ while the emulator is down activates at that instant when it comes back."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 try:  # tests/ as a package or as a plain directory on sys.path
     from . import e2e
@@ -28,16 +27,6 @@ def _calendar_with_id(conn, calendar_id: int) -> bytes:
     return bytes(calendar)
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"{what} did not happen within {timeout} s")
-
-
 def test_relative_pending_calendar_activates_under_a_fast_clock(start_emulator):
     emu = start_emulator("--clock-rate", "3600")  # one virtual hour per second
     with e2e.c1218_session(emu.client_url, e2e.MK, user_id=5) as conn:
@@ -52,7 +41,7 @@ def test_relative_pending_calendar_activates_under_a_fast_clock(start_emulator):
     def activated():
         return e2e.read_table_lib(emu.client_url, 54) == calendar
 
-    _wait_for(activated, 10, "the BT54 activation")
+    e2e.wait_for(activated, 10, "the BT54 activation")
     log = e2e.parse_bt74(e2e.read_table_lib(emu.client_url, 74))
     [entry] = log.events(EVENT_PENDING_ACTIVATED)
     assert entry.argument == PENDING_BT54

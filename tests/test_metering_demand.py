@@ -9,7 +9,6 @@ engine's loop does, so every expected demand is computed here by hand; one test 
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 
@@ -19,7 +18,7 @@ from meter_emu.device.access import Key
 from meter_emu.device.meter import Meter, MeterState
 from meter_emu.metering import demand, quantities
 from meter_emu.profile import load_profile
-from meter_emu.tables import CATALOG, bt, et
+from meter_emu.tables import bt, et
 from meter_emu.tables.catalog import WriteContext
 
 NOW = 1_767_225_600.0  # 2026-01-01 00:00 UTC; BT55 local time = UTC + 60 min (profile BT53)
@@ -29,21 +28,6 @@ SUMS = 15 * 4  # the 15 summations of a data block
 RECORD = 5 + 4 + 4 + 4  # DmdRcd: event time, cumulative, continuous cumulative, demand
 BLOCK = SUMS + 4 * RECORD  # four default demands, no coincident values
 BT23_SIZE = 1 + 5 * BLOCK  # demand reset counter, totals and 4 tiers
-
-
-@pytest.fixture(autouse=True)
-def et42_lists_demands(monkeypatch):
-    """ET42 sizes its demand source list by BT21.4; until its render (tables/extended.py) fills
-    the list from ``demand.et42_fields`` (requested in this work's report), the test meter's
-    ET42 does that here. Once extended.py does, this repeats the same values."""
-    table = CATALOG[et(42)]
-
-    def render(meter, now):
-        values = table.render(meter, now)
-        values.update(demand.et42_fields(meter))
-        return values
-
-    monkeypatch.setitem(CATALOG, et(42), dataclasses.replace(table, render=render))
 
 
 @pytest.fixture

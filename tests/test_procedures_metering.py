@@ -18,7 +18,7 @@ from meter_emu.ports.optical import optical_protocol
 from meter_emu.procedures import PROCEDURES
 from meter_emu.profile import load_profile
 from meter_emu.tables import CATALOG, bt, et
-from meter_emu.metering import demand, quantities
+from meter_emu.metering import quantities
 from meter_emu.tables import load_profile as lp_tables
 from meter_emu.tables import registers
 
@@ -85,21 +85,6 @@ def client_for(clock, *overrides: str) -> tuple[Meter, LinkClient]:
 def mk(client):
     client.logon(MK)
     return client
-
-
-@pytest.fixture(autouse=True)
-def et42_lists_demands(monkeypatch):
-    """ET42 sizes its demand source list by BT21.4; until its render (tables/extended.py) fills
-    the list from ``demand.et42_fields`` (requested in the issue-5 demand report), the test
-    meter's ET42 does that here. Once extended.py does, this repeats the same values."""
-    table = CATALOG[et(42)]
-
-    def render(meter, now):
-        values = table.render(meter, now)
-        values.update(demand.et42_fields(meter))
-        return values
-
-    monkeypatch.setitem(CATALOG, et(42), dataclasses.replace(table, render=render))
 
 
 @pytest.fixture
