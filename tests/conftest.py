@@ -3,6 +3,7 @@ sans-I/O optical link byte by byte (frames in, ACKs and frames out)."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -187,3 +188,12 @@ def mosquitto(tmp_path):
     broker.start()
     yield broker
     broker.stop()
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    """Wait (polling) until ``predicate()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)

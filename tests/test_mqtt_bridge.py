@@ -10,7 +10,7 @@ import time
 
 import aiomqtt
 import pytest
-from conftest import free_port
+from conftest import free_port, until
 
 from meter_emu.clock import ManualClock
 from meter_emu.device.meter import Meter
@@ -192,14 +192,6 @@ def test_subscriptions_do_not_overlap():
 
 
 # ---- a real mosquitto ---------------------------------------------------------------------
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
 
 async def run(*args: str, stdin: bytes | None = None, timeout: float = 10.0) -> str:
     proc = await asyncio.create_subprocess_exec(

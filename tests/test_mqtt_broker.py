@@ -12,6 +12,7 @@ import time
 
 import aiomqtt
 import pytest
+from conftest import until
 
 from meter_emu.mqtt.broker import Broker, matches, valid_topic_filter
 
@@ -33,14 +34,6 @@ async def run(*args: str, stdin: bytes | None = None, timeout: float = 10.0):
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
     return proc.returncode, out.decode(), err.decode()
-
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 def subscribed(server: Broker, topic_filter: str) -> bool:
