@@ -16,7 +16,7 @@ import json
 import logging
 import sys
 
-from . import __version__
+from . import __version__, firmware_cli
 from .clock import ManualClock
 from .device.access import OPEN
 from .events import EVENTS
@@ -225,6 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--set", dest="overrides", action="append", default=[],
                       metavar="SECTION.KEY=VALUE", help="override one profile value (repeatable)")
     show.add_argument("--state", metavar="DIR", help="a state directory (meter-emu run --state)")
+    firmware_cli.add_parser(sub)
     return parser
 
 
@@ -318,6 +319,8 @@ def markdown_listing(listing: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "firmware":
+        return firmware_cli.main(args)
     if args.command == "procedures":
         return _catalog_command(args, procedure_listing(), _markdown_procedures,
                                 _print_procedures)
