@@ -1,12 +1,15 @@
-"""Benchmark of the OMA digest (and MEP RC4) on the per-request hot path. Not a test: prints
-digests per second for a typical 30-byte MEP request, and the machine it ran on.
+"""Benchmark of the OMA digest (and MEP RC4, and OSGP-AES-128-PSK) on the per-request hot path.
+Not a test: prints digests per second for a typical 30-byte MEP request with 16-, 12- and 6-byte
+keys, AES seal + open per second for a 95-byte APDU, and the machine it ran on.
 
     python benchmarks/bench_digest.py [--seconds 0.5]
 
 Figures: one-shot digest with a prepared key (``OmaKey.digest``), the streaming object
 (``OmaDigest(key, msg).digest()``), a whole exchange as a meter does it (request digest, then the
 response digest continuing the request's state), a naive per-bit loop for comparison, and RC4 per
-MEP exchange (keying + 30 + 30 bytes)."""
+MEP exchange (keying + 30 + 30 bytes). AES: a 95-byte request APDU (the D1 maximum) sealed
+and opened, a whole exchange (request and response each sealed and opened), and the key set-up
+(three CMAC derivations)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import timeit
 
 import cryptography
 
-from meter_emu.security import MepRc4, OmaDigest, OmaKey, block_size
+from meter_emu.security import AesPsk, MepRc4, OmaDigest, OmaKey, block_size
 from meter_emu.security.rc4 import RC4_BACKEND
 
 # a 30-byte MEP request message (what the digest covers): partial write ET50, 19 data bytes, seq
@@ -93,7 +96,7 @@ def main() -> None:
     print(machine.describe(f" | cryptography {cryptography.__version__}, "
                            f"RC4 backend {RC4_BACKEND}"))
     print(f"message: {len(REQUEST)}-byte MEP request; one core; each figure is the best of 5 runs")
-    for length in (16, 12):
+    for length in (16, 12, 6):
         bench_key(bytes(range(0x31, 0x31 + length)), args.seconds)
 
     mep = MepRc4(bytes(range(16)))
@@ -106,6 +109,30 @@ def main() -> None:
 
     print("\nMEP RC4 (cryptography ARC4):")
     report("key set-up + 30 B + 30 B", rate(rc4_exchange, args.seconds), "exchanges/s")
+    bench_aes(args.seconds)
+
+
+APDU_95 = bytes(range(83))  # + 4-byte sequence + 8-byte tag = a 95-byte secured request
+
+
+def bench_aes(seconds: float) -> None:
+    psk = AesPsk(bytes(range(16)))
+    sealed = psk.seal_request(APDU_95, 1)
+    assert len(sealed) == 95 and psk.open_request(sealed) == (APDU_95, 1)
+    answer = bytes(87)
+
+    def seal_open() -> None:
+        psk.open_request(psk.seal_request(APDU_95, 1))
+
+    def exchange_aes() -> None:
+        apdu, sequence = psk.open_request(psk.seal_request(APDU_95, 7))
+        psk.open_response(psk.seal_response(answer, sequence), sequence)
+
+    print("\nOSGP-AES-128-PSK (AES-CCM, cryptography / OpenSSL), 95-byte APDU:")
+    report("seal + open request", rate(seal_open, seconds), "requests/s")
+    report("exchange: request + response", rate(exchange_aes, seconds), "exchanges/s")
+    report("AesPsk(key) (key set-up)", rate(lambda: AesPsk(bytes(range(16))), seconds),
+           "keys/s")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ Numbering, in one place:
   bank changed, 79 LP backfill failed, 82 auto-discovery complete, 87 manufacturer log entry,
   88 dimension change, 94 LP unread). We extend that rule to the other 22 bits of bytes 4..7
   (``designed``) and add the documented 96 and 107 and 13 designed events for the slides'
-  examples (97..110).
+  examples (97..110). The documented key-usage event (MEP p.65) is 108's second meaning.
 
 Each event names its **trigger**: what a user does to produce it (a client action, the clock,
 an injected quantity, an MQTT trigger or a meter condition).
@@ -169,12 +169,13 @@ CONTROL_BY_SCHEDULE = _basic(50, "Control Point Changed by the Schedule",
                              "an ET61 switch point; EP36's scheduled lock-open",
                              "the new relay state")
 CONTROL_BY_CONDITION = _basic(51, "Control Point Changed by a Condition",
-                              "load above the ET30 maximum power level", "the new relay state")
+                              "load above the active maximum power level (ET05.0/ET05.4) for "
+                              "ET30's exceed time", "the new relay state")
 CONTROL_FOR_PREPAYMENT = _basic(52, "Control Point Changed for the Prepayment",
                                 "prepay credit exhausted or restored", "the new relay state")
 CREDIT_ADDED = _basic(53, "Added to Remaining Credit", "EP21 with a positive amount",
                       "the amount (credit units)")
-CREDIT_SUBTRACTED = _basic(54, "Subtracted from Remaining Credit", "EP21 with a negative amount",
+CREDIT_SUBTRACTED = _basic(54, "Subtracted from Remaining Credit", "EP21 in 'subtract' mode",
                            "the amount (credit units)")
 CREDIT_ADJUSTED = _basic(55, "Adjusted the Remaining Credit", "EP21 in 'set' mode",
                          "the new credit (credit units)")
@@ -308,14 +309,20 @@ VOLTAGE_SWELL = _designed(101, "Voltage Swell", "injected voltage above the ET09
 OVER_CURRENT = _designed(102, "Over Current", "injected current above the ET09 threshold",
                          "phase bits")
 PREPAY_WARNING = _designed(103, "Prepay Credit Warning",
-                           "remaining credit falling below the warning threshold")
+                           "remaining credit falling below the warning threshold (ET05.26)")
 UNBALANCED_VOLTAGE = _designed(104, "Unbalanced Voltage Detected",
                                "injected phase voltages differing by more than 10 %",
                                alarm="unbalanced_voltage")
 COVER_REMOVED = _designed(105, "Cover Removed", "MQTT trigger 'cover_open'",
                           alarm="cover_removed")
 BUTTON_PRESSED = _designed(106, "Button Pressed", "MQTT trigger 'button'")
-OMA_KEY_CHANGED = _designed(108, "OMA Key Changed", "EP20 Change OMA Key", "the key's slot")
+#: 108 also reports a worn key (MEP p.65: "this event will be generated" at 80 % of ET04.123)
+#: rather than a new number: the catalog stays at 96 events (see device/keys.py).
+OMA_KEY_CHANGED = _designed(108, "OMA Key Changed or Usage Warning",
+                            "EP20 Change OMA Key; a PLC key's usage count (ET54.82/.86) "
+                            "reaching 80 % of ET04.123 Maximum Key Usage Count",
+                            "low byte the key's slot (0 unicast, 1 broadcast); high byte 0 "
+                            "changed by EP20, 1 usage reached 80 % (once until EP20 changes it)")
 GROUP_ID_CHANGED = _designed(109, "Broadcast Group Changed", "EP27 Add/Remove Group ID",
                              "the group ID")
 BATTERY_SWITCHED = _designed(110, "Battery Enabled or Disabled", "EP28",

@@ -13,7 +13,7 @@ import datetime as dt
 import importlib.resources
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +108,56 @@ def _key_bytes(origin: str, name: str, text: str) -> bytes:
         try:
             raw = text.encode("ascii")
         except UnicodeEncodeError:
-            raise ProfileError(f"profile {origin}: keys.{name} must be ASCII (or hex:...)") from None
+            raise ProfileError(
+                f"profile {origin}: keys.{name} must be ASCII (or hex:...)") from None
     if len(raw) > 20:
         raise ProfileError(f"profile {origin}: keys.{name} is {len(raw)} bytes; at most 20")
     return raw.ljust(20, b"\0")  # C12.18 passwords are 20 bytes, NUL-padded
+
+
+_WIDE_DIMENSIONS = ("history_entries", "transaction_request_length")  # UINT16 fields
+#: ET11.7 "Transaction Request Length" (ET52's size) of real products: 768 before firmware 3.50,
+#: 896 from it (MEP p.43, p.77), 769 on the guide's own meter (its worked example MEP p.47 and
+#: ET52, "a total of 769 bytes", MEP p.129); 0 leaves it to the firmware version.
+TRANSACTION_REQUEST_LENGTHS = (0, 768, 769, 896)
+#: PLC OMA key lengths per ET04.127 mode: the 96-bit key of RC4 and the OMA digest, or AES-128
+OMA_KEY_LENGTHS = {"rc4": 12, "aes": 16}
+SECURITY_MODES = {"rc4": 0, "aes": 2}  # ET04.127 (MEP p.65-66)
+
+
+def _oma_key_bytes(origin: str, text: str) -> bytes:
+    """[keys] oma: exactly 12 or 16 bytes, no padding (it keys the digest or AES, not a
+    C12.18 password)."""
+    if text.startswith("hex:"):
+        digits = text[4:]
+        ok = len(digits) in (24, 32) and re.fullmatch(r"[0-9A-Fa-f]*", digits) is not None
+        _check(origin, ok, "keys.oma", f"must be hex: and 24 or 32 hex digits, not {text!r}")
+        raw = bytes.fromhex(digits)
+    else:
+        _check(origin, text.isascii() and len(text) in (12, 16), "keys.oma",
+               "must be 12 (RC4) or 16 (AES) ASCII characters, or hex: and 24 or 32 hex digits")
+        raw = text.encode("ascii")
+    _check(origin, any(raw), "keys.oma", "must not be all zero")
+    return raw
+
+
+def _check_security(origin: str, d: dict) -> None:
+    security = d["security"]
+    mode = security["mode"]
+    _check(origin, mode in SECURITY_MODES, "security.mode", 'must be "rc4" or "aes"')
+    oma = _oma_key_bytes(origin, d["keys"]["oma"])
+    _check(origin, len(oma) == OMA_KEY_LENGTHS[mode], "keys.oma",
+           f"is {len(oma)} bytes, but security.mode = {mode!r} needs "
+           f"{OMA_KEY_LENGTHS[mode]} (12 for rc4, 16 for aes)")
+    if mode == "aes":
+        major, minor = (int(x) for x in d["identity"]["firmware_version"].split(".")[:2])
+        _check(origin, (major, minor) == (3, 13) or (major, minor) >= (3, 80), "security.mode",
+               f'= "aes" needs firmware 3.13 or 3.80 and later (MEP p.65); '
+               f"identity.firmware_version is {d['identity']['firmware_version']}")
+    _check(origin, 1 <= security["max_key_usage_count"] < 2**32,
+           "security.max_key_usage_count", "must be 1..2^32-1")
+    _check(origin, 0 <= d["plc"]["sequence_number"] < 2**32, "plc.sequence_number",
+           "must be 0..2^32-1")
 
 
 def _check(origin: str, ok: bool, key: str, message: str) -> None:
@@ -162,7 +208,8 @@ def _validate(origin: str, d: dict) -> None:
     _check(origin, len(ident["self_identification"]) <= 30, "identity.self_identification",
            "must be at most 30 characters")
     for key in d["keys"]:
-        _key_bytes(origin, key, d["keys"][key])
+        if key != "oma":
+            _key_bytes(origin, key, d["keys"][key])
     clock = d["clock"]
     _check(origin, clock["rate"] > 0, "clock.rate", "must be > 0")
     if clock["start"] != "now":
@@ -177,7 +224,7 @@ def _validate(origin: str, d: dict) -> None:
     _check(origin, -720 <= clock["utc_offset_minutes"] <= 840, "clock.utc_offset_minutes",
            "must be within -12 h..+14 h")
     for key, value in d["dimensions"].items():
-        _check(origin, 0 <= value <= 255 or key == "history_entries", f"dimensions.{key}",
+        _check(origin, 0 <= value <= 255 or key in _WIDE_DIMENSIONS, f"dimensions.{key}",
                "must be 0..255")
     dims = d["dimensions"]
     _check(origin, 1 <= dims["history_entries"] <= 4000, "dimensions.history_entries",
@@ -191,6 +238,9 @@ def _validate(origin: str, d: dict) -> None:
            "must be 12..84")
     _check(origin, 3 <= dims["procedure_response_max"], "dimensions.procedure_response_max",
            "must be at least 3")
+    _check(origin, dims["transaction_request_length"] in TRANSACTION_REQUEST_LENGTHS,
+           "dimensions.transaction_request_length",
+           "must be 0 (the firmware's), 768, 769 or 896: the ET52 sizes the MEP guide gives")
     lp = d["load_profile"]
     _check(origin, 1 <= lp["data_sets"] <= 4, "load_profile.data_sets", "must be 1..4")
     _check(origin, 1 <= lp["channels"] <= 16, "load_profile.channels", "must be 1..16")
@@ -214,6 +264,7 @@ def _validate(origin: str, d: dict) -> None:
         _check(origin, 0 <= value < 2**31, f"registers.{key}", "must be 0..2^31-1")
     _check(origin, 0 <= d["mep"]["sequence_number"] < 2**32, "mep.sequence_number",
            "must be 0..2^32-1")
+    _check_security(origin, d)
     mqtt = d["mqtt"]
     _check(origin, _topic_word(mqtt["prefix"], allow_slash=True), "mqtt.prefix",
            "must be a non-empty MQTT topic without wildcards (+, #) or leading/trailing '/'")
@@ -261,7 +312,7 @@ class _Section:
 @dataclass(frozen=True)
 class Profile:
     origin: str
-    data: dict
+    data: dict = field(repr=False)  # holds the keys: never in a repr
 
     def __getattr__(self, section: str) -> Any:
         try:
@@ -273,6 +324,10 @@ class Profile:
         """A key from [keys] as 20 bytes, NUL-padded (optical passwords are 20 bytes; the MEP
         keys MAK/MBK use the first 16)."""
         return _key_bytes(self.origin, name, self.data["keys"][name])
+
+    def oma_key(self) -> bytes:
+        """[keys] oma, the PLC OMA key: 12 bytes (RC4, OMA digest) or 16 (AES), unpadded."""
+        return _oma_key_bytes(self.origin, self.data["keys"]["oma"])
 
     def with_overrides(self, overrides: list[str]) -> "Profile":
         data = copy.deepcopy(self.data)

@@ -11,7 +11,8 @@ from conftest import bt07, MK, PK, RK
 from meter_emu.device import conditions
 from meter_emu.procedures import PROCEDURES
 from meter_emu.procedures.catalog import ep
-from meter_emu.procedures.system import feature_active, oma_key
+from meter_emu.device.keys import oma_key, provisioned_key
+from meter_emu.procedures.system import feature_active
 from meter_emu.tables.catalog import et
 from meter_emu.tables.extended import log_entries, log_entry_size
 
@@ -257,10 +258,13 @@ def test_ep20_stores_the_key_and_answers_a_check_value(call, meter):
     result, data = call(20, b"\x00" + key)
     assert result == COMPLETED
     assert data[:6] == b"\x00\x0c" + hashlib.sha256(key).digest()[:4] and key not in data
-    assert oma_key(meter, 0) == key and oma_key(meter, 1) is None
+    assert provisioned_key(meter, 0, 12) == key and provisioned_key(meter, 1, 12) is None
+    assert oma_key(meter, 0) == key  # RC4 mode (ET04.127 = 0): the 12-byte key is in use
+    assert oma_key(meter, 1) == meter.profile.oma_key() == b"OMA-emu-dflt"
     aes = bytes(range(16, 32))
     assert call(20, b"\x01" + aes)[1][:2] == b"\x01\x10"
-    assert oma_key(meter, 1) == aes
+    assert provisioned_key(meter, 1, 16) == aes
+    assert oma_key(meter, 1) == b"OMA-emu-dflt"  # the AES key waits for AES mode
     assert logged(meter) == [(108, 0), (108, 1)]
 
 
@@ -268,13 +272,14 @@ def test_ep20_stores_the_key_and_answers_a_check_value(call, meter):
                                     b"\x00" + bytes(12), b""])
 def test_ep20_refuses_invalid_slots_and_keys(call, meter, params):
     assert call(20, params)[0] == INVALID
-    assert oma_key(meter, 0) is None and not logged(meter)
+    assert not meter.state.subsystems.get("oma_keys") and not logged(meter)
+    assert oma_key(meter, 0) == b"OMA-emu-dflt"
 
 
 @pytest.mark.parametrize("password", [PK, RK])
 def test_ep20_is_for_the_unique_key(call, meter, password):
     assert refused_to(call, password, 20, b"\x00" + bytes(range(1, 13))) == NO_AUTH
-    assert oma_key(meter, 0) is None
+    assert provisioned_key(meter, 0, 12) is None
 
 
 # ---- EP27 Add/Remove Group ID ----------------------------------------------------------------

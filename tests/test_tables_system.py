@@ -108,6 +108,13 @@ def test_et06_channel_active_shows_in_et29_hardware_options(client):
     assert client.read(et(6)) == bytes([1, 50, 1, 40])
 
 
+def test_et29_lists_the_control_relays_the_meter_switches():
+    # ET29.0 bits 6/7 (MEP p.99-100): relay 1 always (EP02, ET05, ET61), relay 2 from 4.30
+    # (MEP p.79, ET11.26)
+    assert _meter().table_bytes(et(29), NOW)[0] & 0xC0 == 0x40
+    assert _meter("identity.firmware_version=4.30.01").table_bytes(et(29), NOW)[0] & 0xC0 == 0xC0
+
+
 def test_gen4_meters_have_no_pulse_inputs_in_et29(clock):
     client = _client(_meter("identity.firmware_version=4.0.00"), clock)
     assert client.write(et(6), bytes([1, 30, 1, 30])) == OK

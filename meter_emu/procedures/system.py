@@ -11,9 +11,9 @@ acknowledged): their numbers are free slots we chose. No guide gives any paramet
 so every layout is ours (designed) and as small as the action needs.
 
 State, per subsystem (``meter.subsystem``): ``mode`` (EP35, BT03 byte 0), ``diagnostics``
-(EP29/EP31 counters), ``calibration`` (EP00), ``features`` (EP07), ``oma_keys`` (EP20); EP06 and
-EP37 keep theirs with ET36 (tables/extended.py), EP27 its groups in ET55 and EP28 its flag in
-ET02 (tables/system.py).
+(EP29/EP31 counters), ``calibration`` (EP00), ``features`` (EP07); EP20's keys and their usage
+are device/keys.py's; EP06 and EP37 keep theirs with ET36 (tables/extended.py), EP27 its
+groups in ET55 and EP28 its flag in ET02 (tables/system.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from construct import Bytes, GreedyBytes, Int32sl, Struct
 
 from .. import events
 from ..datatypes import UINT8, UINT16, Bits, LTimeDate
-from ..device import conditions
+from ..device import conditions, keys
 from ..device.access import CONFIGURERS, READERS, Key
 from ..provenance import designed, documented
 from .basic import _rk_may_set_clock
@@ -361,8 +361,8 @@ declare(
 # EP20 Change OMA Key
 
 #: Key slots: the unicast OMA key and the broadcast key (ET54 counts their use separately).
-OMA_SLOTS = ("unicast", "broadcast")
-OMA_KEY_SIZES = (12, 16)  # RC4/OMA digest (96 bits) or OSGP-AES-128-PSK (ET04.127)
+OMA_SLOTS = keys.SLOTS
+OMA_KEY_SIZES = tuple(keys.KEY_LENGTHS.values())  # RC4/OMA digest (96 bits) or AES-128
 
 _EP20 = Struct("slot" / UINT8, "key" / GreedyBytes)
 _EP20_RESPONSE = Struct("slot" / UINT8, "key_length" / UINT8, "check_value" / Bytes(4))
@@ -373,26 +373,20 @@ def key_check_value(key: bytes) -> bytes:
     return hashlib.sha256(key).digest()[:4]
 
 
-def oma_key(meter, slot: int = 0) -> bytes | None:
-    """The key EP20 set in ``slot`` (0 unicast, 1 broadcast), or None if none was set (the
-    PLC stack then uses its configured key)."""
-    stored = meter.state.subsystems.get("oma_keys", {}).get(str(slot))
-    return None if stored is None else bytes.fromhex(stored)
-
-
 def _change_oma_key(meter, p, ctx) -> Result:
-    """EP20: store a new OMA key (12 bytes for RC4 and the OMA digest, 16 for AES-128) in slot
-    0 (unicast) or 1 (broadcast) for the PLC stack, which uses it from the next request on.
-    Logs event 108 with the slot; BT08 answers the slot, the key length and a check value (the
-    first 4 bytes of its SHA-256), never the key."""
+    """EP20: store a new OMA key in slot 0 (unicast) or 1 (broadcast) for the PLC stack, which
+    uses it from the next request on: 12 bytes is the RC4 / OMA digest key, 16 bytes the
+    OSGP-AES-128-PSK key (ET04.127 says which one is in use; device/keys.py). Changing the key
+    in use sets the slot's usage count (ET54.82/.86) and its 80 % warning back. Logs event 108
+    with the slot; BT08 answers the slot, the key length and a check value (the first 4 bytes
+    of its SHA-256), never the key."""
     if p.slot >= len(OMA_SLOTS):
         _fail(ResultCode.INVALID_PARAMETER, f"no key slot {p.slot} (0 unicast, 1 broadcast)")
     if len(p.key) not in OMA_KEY_SIZES:
         _fail(ResultCode.INVALID_PARAMETER, f"a {len(p.key)}-byte key; 12 or 16 bytes expected")
     if not any(p.key):
         _fail(ResultCode.INVALID_PARAMETER, "an all-zero key")
-    meter.subsystem("oma_keys")[str(p.slot)] = p.key.hex()
-    meter.dirty = True
+    keys.set_oma_key(meter, p.slot, p.key)
     meter.log_event(events.OMA_KEY_CHANGED.number, p.slot, ctx.now, ctx.user_id)
     response = dict(slot=p.slot, key_length=len(p.key), check_value=key_check_value(p.key))
     return Result(ResultCode.COMPLETED, _EP20_RESPONSE.build(response))

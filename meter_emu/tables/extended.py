@@ -10,6 +10,7 @@ from construct import Array, Bytes, Int16sl, Struct
 
 from ..crc import crc16
 from ..device.access import OPEN, Key
+from ..profile import SECURITY_MODES
 from ..provenance import documented
 from .catalog import CATALOG, declare, et
 from ..datatypes import UINT8, UINT16, UINT32, BitSet, Bits, Chars, LTimeDate
@@ -132,7 +133,7 @@ def _et04_defaults(meter):
     ident, ratings = meter.profile.identity, meter.profile.ratings
     security = meter.profile.security
     return dict(
-        sequence_number=0,
+        sequence_number=meter.profile.plc.sequence_number,
         transceiver_id=bytes.fromhex(ident.neuron_id),
         subnet_id=ident.subnet,
         node_id=ident.node,
@@ -183,8 +184,8 @@ def _et04_defaults(meter):
         registration_current_fraction=17,
         constant_phase_loss_alarm=0,
         power_up_wait_time=0,
-        maximum_key_usage_count=1_000_000,
-        security_mode=0,
+        maximum_key_usage_count=security.max_key_usage_count,
+        security_mode=SECURITY_MODES[security.mode],
         fcm_message_count=0,
         mep_sequence_numbers=bytes(8),
         reverse_energy_time_ms=0,
@@ -214,7 +215,7 @@ def increment_idt_version(meter) -> int:
 
 declare(
     et(4), "System Information",
-    read={Key.MK, Key.PK, Key.MAK, Key.MBK, Key.PLC},
+    read={Key.MK, Key.PK, Key.RK, Key.MAK, Key.MBK, Key.PLC},  # RK: OPG p.13, no keys here
     write={Key.MK, Key.MAK, Key.PLC},
     layout=_ET04,
     defaults=_et04_defaults,

@@ -314,6 +314,8 @@ def _et29_layout(meter):
 
 def _et29_render(meter, now):
     options = {name: 1 for name in HARDWARE_OPTIONS}
+    options["control_relay_1"] = 1  # EP02, ET05, ET61 drive it (device/relay.py)
+    options["control_relay_2"] = int(firmware_at_least(meter, "4.30"))  # MEP p.79, ET11.26
     if not _gen4(meter):  # Gen 4 meters have no pulse inputs (MEP p.100)
         inputs = _ET06.parse(meter.table_bytes(et(6), now)).channels
         options["pulse_input_1"] = inputs[0].flags["channel_active"]
@@ -411,7 +413,8 @@ def _et54_layout(meter):
 def _et54_render(meter, now):
     """A freshly commissioned meter's status; the control relays' randomized operations come
     from the relay subsystem (device/relay.py). The tariff, load profile and MEP transaction
-    subsystems will fill their fields; ET79's size is the history log's."""
+    subsystems will fill their fields; ET79's size is the history log's; the PLC key usage
+    counts are device/keys.py's."""
     from ..device import relay  # here: device.relay reads tables through the catalog
 
     values = zeros(_et54_layout(meter))
@@ -426,6 +429,9 @@ def _et54_render(meter, now):
     )
     values.et79_entry_count = meter.dims.history_entries
     if _has_key_usage(meter):
+        from ..device import keys
+
+        values.unicast_key_usage_count, values.broadcast_key_usage_count = keys.usage(meter)
         values.supported_security_modes.update(rc4=1, osgp_aes_128_psk=1)  # 0x05
     return values
 
@@ -693,11 +699,9 @@ declare(
 # ---------------------------------------------------------------------------------------
 # ET70 RAM Only Status
 #
-# The MEP guide's access box lets MAK write ET70, but its text (MEP p.21) and App. C (p.261)
-# call it read-only: read-only it is.
-
-#: ET70.142: the emulator's one MEP port is the port of MEP client 1.
-MEP_PORT_INDEX = 1
+# The MEP guide's access box lets MAK write ET70, but its text (MEP p.23) and App. C (p.261)
+# call it read-only: read-only it is. ET70.142 names the MEP client (1, 2) whose request is being
+# served (mep_devices.channel_in_service; 1 outside a MEP request).
 
 
 def _et70_layout(meter):
@@ -708,9 +712,11 @@ def _et70_layout(meter):
 
 
 def _et70_render(meter, now):
+    from .mep_devices import channel_in_service
+
     if not _gen4(meter):
         return dict(reserved_0=bytes(142))
-    return dict(reserved_0=bytes(142), current_comm_channel_index=MEP_PORT_INDEX,
+    return dict(reserved_0=bytes(142), current_comm_channel_index=channel_in_service(),
                 reserved_143=bytes(13))
 
 
