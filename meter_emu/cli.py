@@ -1,7 +1,8 @@
 """The ``meter-emu`` command.
 
     meter-emu run [--profile NAME|PATH] [--set section.key=value ...] [--optical URL]
-                  [--mep URL] [--mqtt embedded|embedded:PORT|mqtt://HOST:PORT|off] [--state DIR] [--ready-file PATH] [--clock-rate R] [--start-time ISO]
+                  [--mep URL] [--mep2 URL] [--mqtt embedded|embedded:PORT|mqtt://HOST:PORT|off]
+                  [--state DIR] [--ready-file PATH] [--clock-rate R] [--start-time ISO]
     meter-emu tables [--json] [--markdown]
     meter-emu tables show TABLE [--json] [--profile NAME|PATH] [--set ...] [--state DIR]
     meter-emu procedures [--json] [--markdown]
@@ -187,6 +188,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mep", default="tcp://127.0.0.1:1219", metavar="URL",
                      help="MEP port (RC4/OMA-digest security), same URL forms as --optical "
                           "(default: tcp://127.0.0.1:1219)")
+    run.add_argument("--mep2", default="off", metavar="URL",
+                     help="MEP client 2's port (firmware 4.0 and later), same URL forms "
+                          "(default: off)")
     run.add_argument("--mqtt", default="embedded", metavar="URL",
                      help="MQTT for injecting quantities: embedded (an in-process broker on "
                           "127.0.0.1:1883), embedded:PORT (0 = any free port), "
@@ -350,8 +354,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         profile = load_profile(args.profile, overrides)
-        options = RunOptions(optical=args.optical, mep=args.mep, mqtt=args.mqtt,
-                             state_dir=args.state, ready_file=args.ready_file)
+        options = RunOptions(optical=args.optical, mep=args.mep, mep2=args.mep2,
+                             mqtt=args.mqtt, state_dir=args.state, ready_file=args.ready_file)
         asyncio.run(run(profile, options))
     except (ProfileError, PortUrlError, StoreError) as error:
         print(f"meter-emu: {error}", file=sys.stderr)

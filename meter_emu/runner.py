@@ -17,11 +17,12 @@ from pathlib import Path
 
 from .clock import VirtualClock
 from .device.meter import Meter, start_time
-from .ports.mep import mep_protocol
+from .ports.mep import inter_char_timeout, mep_protocol
 from .ports.optical import optical_protocol
 from .ports.transport import PortUrlError, open_endpoint
 from .profile import Profile
 from .store import StateStore
+from .tables.dimensions import product_dimensions
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 class RunOptions:
     optical: str = "tcp://127.0.0.1:1218"
     mep: str = "tcp://127.0.0.1:1219"
+    mep2: str = "off"  # MEP client 2's port (firmware 4.0+)
     mqtt: str = "embedded"
     state_dir: str | None = None
     ready_file: str | None = None
@@ -122,6 +124,18 @@ async def run_timed_actions(meters, clock, persist, max_sleep: float = 0.5) -> N
         await asyncio.sleep(wait)
 
 
+def _mep_factory(channel: int, url: str):
+    """MEP client ``channel``'s port, paced as a meter paces it, with the inter-character
+    time-out its transport calls for (ports/mep/link.py)."""
+    timeout = inter_char_timeout(url)
+
+    def factory(meter, clock):
+        return mep_protocol(meter, clock, channel=channel, paced=True,
+                            inter_char_timeout=timeout)
+
+    return factory
+
+
 async def run(profile: Profile, options: RunOptions) -> None:
     if options.ready_file:
         Path(options.ready_file).unlink(missing_ok=True)  # a stale file from a killed run
@@ -138,10 +152,15 @@ async def run(profile: Profile, options: RunOptions) -> None:
             for m in meters:
                 m.dirty = False
 
+    if options.mep2 != "off" and product_dimensions(meter).mep_channels < 2:
+        raise PortUrlError(f"--mep2: firmware {profile.identity.firmware_version} has one MEP "
+                           "port; MEP client 2 needs firmware 4.0 or later (MEP guide p.21), "
+                           "e.g. --set identity.firmware_version=4.30.01")
     endpoints = {}
     for name, url, factory in (
         ("optical", options.optical, optical_protocol),
-        ("mep", options.mep, mep_protocol),
+        ("mep", options.mep, _mep_factory(1, options.mep)),
+        ("mep2", options.mep2, _mep_factory(2, options.mep2)),
     ):
         try:
             endpoint = await open_endpoint(url, lambda f=factory: f(meter, clock), persist,
@@ -169,6 +188,11 @@ async def run(profile: Profile, options: RunOptions) -> None:
     if "optical" in ports:
         client = ports["optical"].replace("tcp://", "socket://")
         print(f"  C12.18 clients (termineter: set SERIAL_CONNECTION {client})", flush=True)
+    if "mep" in ports or "mep2" in ports:
+        clients = " and ".join(f"client {n} on {ports[name]}"
+                               for n, name in ((1, "mep"), (2, "mep2")) if name in ports)
+        print(f"  MEP clients: {clients}; keys MAK/MBK from the profile, next sequence "
+              f"number 0x{meter.mep_sequence:08X}", flush=True)
     if bridge is not None:
         prefix = profile.mqtt.prefix
         host, _, port = mqtt_url.removeprefix("mqtt://").rpartition(":")

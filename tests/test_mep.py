@@ -1,6 +1,8 @@
 """The MEP port: the MEP guide's worked frames byte for byte (key 16 x 0x01; reference/
 osgp-app-layer.md section 11.1 and the derived RC4 vectors of 11.5), keys, sequence numbers,
-malformed input, and a real TCP client against ``meter-emu run``."""
+malformed input, and a real TCP client against ``meter-emu run``; then, on a manual clock, the
+alert sequence, paced answers, inter-character time-outs, MEP client 2, ET15's MEP download
+entry and on-demand expiry (printed pages; tests/test_e2e_mep.py does the same over real ports)."""
 
 from __future__ import annotations
 
@@ -16,10 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meter_emu.clock import ManualClock
+from meter_emu.device import firmware
 from meter_emu.device.meter import Meter
-from meter_emu.ports.mep import mep_protocol
+from meter_emu.ports.mep import inter_char_timeout, mep_protocol
+from meter_emu.ports.mep.link import ALERT, MAX_WAITING
 from meter_emu.profile import load_profile
 from meter_emu.security import MepRc4, OmaKey
+from meter_emu.tables import CATALOG, et, mep_devices
 
 
 def H(text: str) -> bytes:
@@ -169,3 +174,179 @@ def test_mep_port_over_tcp_with_meter_emu_run(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+# ---- timing, alerts and the two MEP clients (link level, a manual clock) -------------------
+
+GEN4 = "identity.firmware_version=4.30.01"
+
+
+def next_frame(link, apdu: bytes, key: bytes = b"\x01" * 16) -> bytes:
+    """A request at the sequence number the meter expects."""
+    return frame(apdu, link.session.meter.mep_sequence, key)
+
+
+def test_alert_sequence_once_a_second_held_off_after_frames(link, guide_meter):
+    # MEP p.17-18: "00 00" once per second while an ET13 alert condition lasts; p.21: held off
+    # for one second after a received frame
+    assert link.poll(0.0) == b"" and link.next_deadline() == 1.0  # checked once a second
+    assert link.poll(1.0) == b""
+    mep_devices.set_alert_flags(guide_meter, 1, 0.0, delta_data_alert=1)
+    assert link.poll(1.5) == b""  # not yet time
+    assert link.poll(2.0) == ALERT and link.next_deadline() == 3.0
+    assert link.poll(3.0) == ALERT
+    answer = link.receive(next_frame(link, H("3F0001000000 0004")), 3.3)
+    assert answer[2] == 0x00 and ALERT not in answer[:2]  # an answer, not an alert
+    assert link.next_deadline() == pytest.approx(4.3)
+    assert link.poll(4.0) == b""  # held off
+    assert link.poll(4.3) == ALERT
+    mep_devices.set_alert_flags(guide_meter, 1, 0.0, delta_data_alert=0, reserved=1)
+    assert link.poll(5.3) == b""  # the reserved bit is not an alert condition (MEP p.83)
+    for name in mep_devices.ALERT_CONDITIONS:
+        mep_devices.set_alert_flags(guide_meter, 1, 0.0, **{name: 1})
+        assert mep_devices.alerting(guide_meter, 1, 0.0), name
+        mep_devices.set_alert_flags(guide_meter, 1, 0.0, **{name: 0})
+    assert not mep_devices.alerting(guide_meter, 1, 0.0)
+
+
+def test_a_partial_frame_does_not_stop_the_alert(link, guide_meter):
+    mep_devices.set_alert_flags(guide_meter, 1, 0.0, on_demand_request=1)
+    assert link.receive(RETRY[:7], 1.0) == b""
+    assert link.poll(2.0) == ALERT  # the half frame died long before
+    assert link.receive(RETRY, 2.2) == RETRY_ANSWER
+
+
+def test_alerts_go_to_their_own_mep_client():
+    meter = Meter(load_profile(overrides=GUIDE_METER + [GEN4]))
+    one, two = (mep_protocol(meter, ManualClock(), channel=c) for c in (1, 2))
+    assert one.session.port.endswith(" mep") and two.session.port.endswith(" mep2")
+    mep_devices.set_alert_flags(meter, 2, 0.0, scheduled_read_request=1)
+    assert one.poll(5.0) == b"" and two.poll(5.0) == ALERT
+    gen3 = Meter(load_profile(overrides=GUIDE_METER))
+    assert not mep_devices.alerting(gen3, 2, 0.0)  # no client 2 before firmware 4.0
+
+
+def test_paced_answers_leave_in_117_byte_segments(guide_meter):
+    # MEP p.21: 117-byte segments 25 ms apart, no more than one request per 100 ms
+    twin = Meter(load_profile(overrides=GUIDE_METER))
+    unpaced = mep_protocol(twin, ManualClock())
+    paced = mep_protocol(guide_meter, ManualClock(), paced=True)
+    big = frame(H("3F0803 000000 008F"), 0x77635B90)  # ET03, 143 bytes: a 156-byte frame
+    whole = unpaced.receive(big, 10.0)
+    assert len(whole) == 156
+    assert paced.receive(big, 10.0) == whole[:117]
+    assert paced.next_deadline() == pytest.approx(10.025)
+    assert paced.poll(10.02) == b""
+    assert paced.poll(10.025) == whole[117:]
+    two = frame(H("3F0001000000 0004"), 0x77635B91) + frame(H("3F0001000000 0004"), 0x77635B92)
+    first = paced.receive(two, 10.05)  # 50 ms after the last request: waits its turn
+    assert first == b"" and paced.next_deadline() == pytest.approx(10.1)
+    assert paced.poll(10.1)[2] == 0x00
+    assert paced.poll(10.15) == b"" and paced.poll(10.2)[2] == 0x00  # 100 ms later
+    assert guide_meter.mep_sequence == 0x77635B93
+
+
+def test_largest_answer_takes_five_segments(guide_meter):
+    paced = mep_protocol(guide_meter, ManualClock(), paced=True)
+    out = [paced.receive(frame(H("3F0803 000000 01D1"), 0x77635B90), 1.0)]  # 465 data bytes
+    while paced.next_deadline() < 2.0:
+        out.append(paced.poll(paced.next_deadline()))
+    sizes = [len(part) for part in out if part]
+    assert sizes == [117, 117, 117, 117, 10] and out[0][:2] == H("01DC")  # 476 + 2 bytes
+
+
+def test_inter_character_time_out_serial_and_stream(guide_meter):
+    # MEP p.21: at least one byte every 50 ms inside a frame; TCP and ptys get 0.5 s
+    assert inter_char_timeout("/dev/ttyUSB0") == 0.05
+    assert inter_char_timeout("pty") == inter_char_timeout("tcp://127.0.0.1:0") == 0.5
+    serial = mep_protocol(guide_meter, ManualClock(), inter_char_timeout=0.05)
+    assert serial.receive(WRONG_SEQ[:9], 1.0) == b""
+    assert serial.receive(WRONG_SEQ[9:], 1.06) == b""  # 60 ms: the first half was dropped
+    assert serial.receive(WRONG_SEQ, 1.2) == WRONG_SEQ_ANSWER
+    stream = mep_protocol(guide_meter, ManualClock())
+    assert stream.receive(WRONG_SEQ[:9], 2.0) == b""
+    assert stream.receive(WRONG_SEQ[9:], 2.3) == WRONG_SEQ_ANSWER
+
+
+def test_oversize_length_ignores_input_until_the_line_is_quiet(link, guide_meter):
+    assert link.receive(H("01DD") + bytes(100), 1.0) == b""  # 477 > 476 (MEP p.8)
+    assert link.receive(RETRY, 1.3) == b""  # still the same burst: ignored
+    assert link.receive(RETRY, 1.9) == RETRY_ANSWER  # after 0.6 s of quiet
+    garbage = H("01DC") + bytes(476)  # 476 bytes is a frame: it does not authenticate
+    assert link.receive(garbage, 3.0) == H("0001 0B")
+    assert guide_meter.mep_sequence == 0x77635B92
+
+
+def test_a_flood_of_requests_is_bounded(guide_meter):
+    paced = mep_protocol(guide_meter, ManualClock(), paced=True)
+    flood = b"".join(frame(H("3F0001000000 0001"), 0x77635B90 + i) for i in range(40))
+    paced.receive(flood, 1.0)
+    answers = 1
+    while paced.next_deadline() < 100:
+        answers += bool(paced.poll(paced.next_deadline()))
+    assert answers == MAX_WAITING
+
+
+def test_et15_shows_the_pending_mep_download(meter, clock):
+    # ET15 request type 7 "MEP download start (created internally as a result of EP41)"
+    # (MEP p.91), transaction number and handle as EP41 gave them, result 0
+    now = clock.now()
+    image = firmware.build_image(b"PROGID01", "3.20.05", bytes(range(256)) * 3)
+    for offset in range(0, len(image), firmware.PACKET_SIZE):
+        firmware.write_packet(meter, offset, image[offset:offset + firmware.PACKET_SIZE])
+    firmware.initialize_mep_download(meter, 0x1234, 1000, now)
+    layout = CATALOG[et(15)].layout_for(meter)
+    et15 = layout.parse(meter.table_bytes(et(15), now))
+    entry = et15.request_queue[0]
+    assert (entry.transaction_number, entry.device_handle, entry.request_type, entry.result) == (
+        0x1234, 1000, 7, 0)
+    assert et15.pointers == dict(write_pointer=1, read_pointer=0)
+    raw = meter.table_bytes(et(15), now)
+    assert raw[1:7] == H("3412 E803 07 00")  # UINT16s LSB first (MEP p.89-90)
+    slot = mep_devices.mep_slot(meter, 1)
+    mep_devices.register(meter, slot, now, handle=1000)
+    mep_devices.post_request(meter, now, transaction_number=5, device_handle=1000,
+                             request_type=mep_devices.BILLING_READ, targets=[slot])
+    et15 = layout.parse(meter.table_bytes(et(15), now))
+    assert [(e.transaction_number, e.request_type) for e in et15.request_queue[:2]] == [
+        (5, 2), (0x1234, 7)]  # the download stays the newest entry
+    assert et15.pointers == dict(write_pointer=2, read_pointer=0)
+
+
+def test_on_demand_requests_expire_on_the_timer(meter, clock):
+    # ET51 "On-demand Timeout" (30 s by default) ends a request as "no response" (MEP p.24-25)
+    now = clock.now()
+    slot = mep_devices.mep_slot(meter, 1)
+    mep_devices.register(meter, slot, now, handle=1000)
+    assert mep_devices.next_due(meter) is None
+    mep_devices.post_request(meter, now, transaction_number=9, device_handle=1000,
+                             request_type=mep_devices.BILLING_READ, targets=[slot])
+    assert mep_devices.alerting(meter, 1, now)
+    assert mep_devices.next_due(meter) == pytest.approx(meter.utc_seconds(now + 30))
+    mep_devices.run_due(meter, now + 29)
+    assert mep_devices.alerting(meter, 1, now + 29)
+    mep_devices.run_due(meter, now + 30)
+    entry = CATALOG[et(15)].layout_for(meter).parse(meter.table_bytes(et(15), now)).request_queue[0]
+    assert entry.result == mep_devices.NO_RESPONSE
+    assert not mep_devices.alerting(meter, 1, now + 30) and mep_devices.next_due(meter) is None
+
+
+def test_meter_timer_expires_on_demand_requests(meter, clock):
+    now = clock.now()
+    slot = mep_devices.mep_slot(meter, 1)
+    mep_devices.register(meter, slot, now, handle=1000)
+    mep_devices.post_request(meter, now, transaction_number=9, device_handle=1000,
+                             request_type=mep_devices.BILLING_READ, targets=[slot])
+    assert meter.next_deadline() <= now + 30
+    meter.advance(now + 30)
+    assert not mep_devices.alerting(meter, 1, now + 30)
+
+
+def test_et70_names_the_mep_client():
+    # ET70.142 "Current Comm Channel Index": 1 or 2, the MEP port in use (MEP p.23)
+    meter = Meter(load_profile(overrides=GUIDE_METER + [GEN4]))
+    for channel in (1, 2):
+        link = mep_protocol(meter, ManualClock(), channel=channel)
+        answer = link.receive(next_frame(link, H("3F0846 00008E 0001")), 1.0)
+        assert answer[2:6] == b"\x00\x00\x01" + bytes([channel])
+    assert mep_devices.channel_in_service() == 1

@@ -13,7 +13,7 @@ from meter_emu.device.errors import ResponseCode, ServiceError
 from meter_emu.device.meter import Meter
 from meter_emu.ports.optical import optical_protocol
 from meter_emu.profile import load_profile
-from meter_emu.tables import CATALOG, WriteContext, et, mep_devices
+from meter_emu.tables import CATALOG, WriteContext, bt, et, mep_devices
 
 OK, ERR, ISC, IAR = b"\x00", b"\x01", b"\x03", b"\x05"
 NOW = 100.0
@@ -358,3 +358,61 @@ def test_configuration_is_kept_by_the_meter(meter, clock):
     second = LinkClient(optical_protocol(meter, clock))
     second.logon(RK)
     assert second.read(ET34, 4, 2) == b"\x1E\x00"
+
+
+# ---- ET50 "MEP Device Registered" installs the client (MEP p.16-17, p.22, p.36) ---------------
+
+def _status(meter, slot: int):
+    return CATALOG[ET14].layout_for(meter).parse(meter.table_bytes(ET14, NOW))
+
+
+@pytest.mark.parametrize("firmware, channel", [("3.10.21", 1), ("4.30.01", 1), ("4.30.01", 2)])
+def test_setting_et50_registered_makes_the_server_install_the_client(firmware, channel):
+    """The guide's client writes the flag over the MEP port (MEP p.16); the server discovers it:
+    ET14 entry "MEP up" in the client's slot (after the M-Bus slots) with the first handle of its
+    range, occupancy bit set, event 96 "registered" (code 5, device index in bits 13-15)."""
+    from test_procedures_mep import Mep
+    from meter_emu.clock import ManualClock
+
+    m = Meter(load_profile(overrides=[f"identity.firmware_version={firmware}"]))
+    record = CATALOG[et(50)].layout_for(m).sizeof() // (2 if firmware >= "4" else 1)
+    mep = Mep(m, ManualClock(NOW), channel=channel)
+    assert mep.write(et(50), b"\x01", offset=(channel - 1) * record + 30) == 0x00
+    slot = mep_devices.mep_slot(m, channel)
+    status = _status(m, slot)
+    assert status.device_occupancy == {slot}
+    entry = status.devices[slot]
+    assert (entry.device_handle, entry.device_status) == (1000 * channel, mep_devices.MEP_UP)
+    events = [e for e in m.state.history.entries if e[3] == 96]
+    assert [e[4] for e in events] == [(slot + 1) << 13 | mep_devices.STATUS_REGISTERED]
+    # setting it again changes nothing: the client is installed
+    assert mep.write(et(50), b"\x01", offset=(channel - 1) * record + 30) == 0x00
+    assert _status(m, slot).devices[slot].device_handle == 1000 * channel
+    assert len([e for e in m.state.history.entries if e[3] == 96]) == 1
+
+
+def test_a_removed_client_that_registers_again_gets_a_new_handle():
+    """EP17 clears the flag and the ET14 record; the client's next registration is a new
+    device with the next handle of its range (MEP p.36: "self-register for a new handle")."""
+    from test_procedures_mep import Mep
+    from meter_emu.clock import ManualClock
+
+    m = Meter(load_profile())
+    mep = Mep(m, ManualClock(NOW))
+    slot = mep_devices.mep_slot(m, 1)
+    for handle in (1000, 1001, 1002):
+        assert mep.write(et(50), b"\x01", offset=30) == 0x00
+        assert _status(m, slot).devices[slot].device_handle == handle
+        ep17 = (2048 + 17).to_bytes(2, "little") + bytes([5 + handle % 3]) + b"\x00" \
+            + handle.to_bytes(2, "little")
+        assert mep.write(bt(7), ep17) == 0x00
+        assert m.table_bytes(bt(8), NOW)[3] == 0  # completed
+        assert _status(m, slot).device_occupancy == set()
+        assert m.table_bytes(et(50), NOW)[30] & 1 == 0
+
+
+def test_registration_by_optical_write_is_discovered_too(mk, meter):
+    """The server reacts to the flag, whoever set it (an installer's optical tool here)."""
+    assert mk.write(et(50), b"\x01", 30) == OK
+    slot = mep_devices.mep_slot(meter, 1)
+    assert mep_devices.devices(meter)[slot]["handle"] == 1000

@@ -10,8 +10,11 @@ A port URL says where a sans-I/O stream protocol (``receive(data, now) -> bytes`
 * any other path - a serial device (``/dev/ttyUSB0``), opened 9600 8N1 with pyserial;
 * ``off`` - no endpoint.
 
-``after_input`` runs after every input and before the answer is written: it persists state a
-client is about to be told about (see store.py).
+``after_input`` runs after every input and every ``poll``, before their output is written: it
+persists state a client is about to be told about (see store.py; a paced MEP request is served
+from ``poll``). Each protocol's ``next_deadline`` is asked
+after every input and every ``poll`` (and once at the start), and ``poll`` runs when it comes:
+that is how delayed output (paced MEP segments) and unprompted output (the MEP alert) leave.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ async def _open_tcp(url, factory, after_input, name) -> Endpoint:
                     data = await asyncio.wait_for(reader.read(4096), timeout)
                 except asyncio.TimeoutError:
                     out = _guarded(name, lambda: proto.poll(time.monotonic()))
+                    after_input()
                 else:
                     if not data:
                         break
@@ -135,6 +139,7 @@ class _FdPump:
         self.after_input = after_input
         self._timer: asyncio.TimerHandle | None = None
         self.loop.add_reader(read_fd, self._readable)
+        self._send(b"")  # start the protocol's timer: it may speak first (the MEP alert)
 
     def _readable(self) -> None:
         try:
@@ -153,7 +158,9 @@ class _FdPump:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._send(_guarded(self.name, lambda: self.proto.poll(time.monotonic())))
+        out = _guarded(self.name, lambda: self.proto.poll(time.monotonic()))
+        self.after_input()
+        self._send(out)
 
     def _send(self, out: bytes) -> None:
         if out:

@@ -6,8 +6,10 @@ the tables follow the firmware version exactly as ET11 does. Configuration (ET13
 ET71) is stored with the guide's defaults. Status, queue, data and log (ET14, ET15, ET16, ET45)
 are rendered from the MEP server's state kept at the end of this module (device registry,
 on-demand queue, latest reads, recurring read log), which the MEP procedures (EP17, EP18, EP19,
-EP39) and the MEP engine change through its functions; with no device they read empty. ET13's
-alert flags are the server's too. ET58 and ET74 read empty (no M-Bus engine, no ET74 entries).
+EP39) and the MEP engine change through its functions; with no device they read empty. A MEP
+client that sets ET50 "MEP Device Registered" is discovered and installed
+(``request_discovery``). ET13's alert flags are the server's too. ET58 and ET74 read empty
+(no M-Bus engine, no ET74 entries).
 
 ET57 (firmware 3.30+), ET71 (3.40+) and ET74 (3.60+) are declared for every firmware version,
 since the catalog has no per-version table list (a real older meter lacks them).
@@ -19,6 +21,8 @@ OPG = Optical Port Programmer's Guide (OSGP Alliance, 2021), MEP = MEP Client De
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from construct import Array, Bytes, Struct
@@ -240,11 +244,20 @@ def _et15_layout(meter):
 
 
 def _et15_render(meter, now):
-    """The on-demand queue (below): requests EP19 posts and EP39 answers; empty until then."""
+    """The on-demand queue (below): requests EP19 posts and EP39 answers; empty until then.
+    A MEP download EP41 started (device/firmware.py ``mep_download``) shows as the newest
+    entry, request type 7 "MEP download start" with result 0 (MEP p.91), while it is not in
+    the queue itself: at the write pointer, which it moves on, unless the queue is full."""
     d = product_dimensions(meter)
     queue = _queue(meter)
+    entries, message_list = list(queue["entries"]), list(queue["messages"])
+    write = queue["write"]
+    download = _download_request(meter, entries)
+    if download is not None and (entries[write] is None or entries[write]["result"] != PENDING):
+        entries[write], message_list[write] = download, ""
+        write = (write + 1) % len(entries)
     requests, messages = [], []
-    for entry, message in zip(queue["entries"], queue["messages"]):
+    for entry, message in zip(entries, message_list):
         entry = entry or dict(transaction_number=0, device_handle=0, request_type=NO_ENTRY,
                               result=PENDING)
         requests.append({name: entry[name] for name in _REQUEST_FIELDS})
@@ -252,10 +265,24 @@ def _et15_render(meter, now):
         messages.append(dict(length=len(data),
                              data=data.ljust(d.on_demand_write_entry_size - 1, b"\0")))
     multicast = bytes.fromhex(queue["multicast"])
-    return dict(pointers=dict(write_pointer=queue["write"], read_pointer=queue["read"]),
+    return dict(pointers=dict(write_pointer=write, read_pointer=queue["read"]),
                 request_queue=requests, write_messages=messages,
                 multicast_data=dict(length=len(multicast),
                                     message=multicast.ljust(d.mbus_multicast_length - 1, b"\0")))
+
+
+def _download_request(meter, entries) -> dict | None:
+    """EP41's pending MEP download as an ET15 entry, unless the queue already holds it."""
+    from ..device.firmware import mep_download
+
+    download = mep_download(meter)
+    if download is None or any(
+            entry and entry["request_type"] == DOWNLOAD_START
+            and entry["transaction_number"] == download["transaction"] for entry in entries):
+        return None
+    return dict(transaction_number=download["transaction"] & 0xFFFF,
+                device_handle=download["device_handle"] & 0xFFFF,
+                request_type=DOWNLOAD_START, result=PENDING)
 
 
 declare(
@@ -654,6 +681,7 @@ def _own(meter) -> dict:
     if own["queue"] is None or len(own["queue"]["entries"]) != d.on_demand_queue_size:
         own["queue"] = _empty_queue(d.on_demand_queue_size)
     meter.dirty = True
+    _discover(meter)
     return own
 
 
@@ -685,6 +713,7 @@ def _parse(meter, number: int, now: float):
 def devices(meter) -> list[dict | None]:
     """One entry per ET14 slot: the device there (handle, status, counters, alarms) or None."""
     size = product_dimensions(meter).devices
+    _discover(meter)
     server = _server(meter)
     slots = list(server["slots"]) if server is not None else []
     return (slots + [None] * size)[:size]
@@ -722,6 +751,27 @@ def _handles_of(meter, slot: int) -> range:
     return range(channel * MEP_HANDLE_SPAN, (channel + 1) * MEP_HANDLE_SPAN)
 
 
+def request_discovery(meter, channel: int, now: float, user_id: int = USER_NONE) -> None:
+    """ET50 "MEP Device Registered" was set: "the MEP server will see that this flag is set and
+    perform discovery of the MEP client device" (MEP p.16), which installs it in its ET14 slot
+    with a new handle (MEP p.22, p.36). The discovery is the server's next step: ``register``
+    for that slot is it (with the handle it is given), and anything that looks at the registry
+    first runs it, dated at the write. A client already installed is left as it is."""
+    slot = mep_slot(meter, channel)
+    if devices(meter)[slot] is None:
+        _own(meter).setdefault("discovering", {})[str(slot)] = [now, user_id]
+
+
+def _discover(meter) -> None:
+    """Run the discoveries ET50 writes asked for (``request_discovery``)."""
+    server = _server(meter)
+    waiting = server.get("discovering") if server is not None else None
+    while waiting:
+        slot, (now, user_id) = waiting.popitem()
+        if server["slots"][int(slot)] is None:
+            register(meter, int(slot), now, user_id=user_id)
+
+
 def register(meter, slot: int, now: float, *, handle: int | None = None,
              user_id: int = USER_NONE) -> int:
     """Install a device in ``slot`` as the MEP server does once discovery succeeds (a MEP
@@ -730,6 +780,9 @@ def register(meter, slot: int, now: float, *, handle: int | None = None,
     (5 registered, or 0 commissioned for M-Bus) and BT03 "MEP Installed or Removed". Without a
     ``handle`` the next one of the slot's range is given. Returns the handle."""
     allowed = _handles_of(meter, slot)
+    server = _server(meter)
+    if server is not None:  # this is the discovery an ET50 write asked for
+        server.get("discovering", {}).pop(str(slot), None)
     own = _own(meter)
     if own["slots"][slot] is not None:
         raise ValueError(f"ET14 slot {slot + 1} is occupied")
@@ -894,6 +947,40 @@ def alert_flags(meter, channel: int, now: float) -> dict:
     return dict(_parse(meter, 13, now).mep_clients[channel - 1].alert_flags)
 
 
+#: The ET13 flags that make the MEP port send its alert sequence (MEP p.17-18, p.82-83); bit 2
+#: is "reserved for internal use"
+ALERT_CONDITIONS = ("scheduled_read_request", "on_demand_request", "mbus_change",
+                    "delta_data_alert")
+
+
+def alerting(meter, channel: int, now: float) -> bool:
+    """Whether MEP client ``channel`` has a condition to be alerted about. ET13 holds the
+    flags; until something stores it (a write or a flag), it has none."""
+    if et(13) not in meter.state.tables or channel > product_dimensions(meter).mep_channels:
+        return False
+    flags = alert_flags(meter, channel, now)
+    return any(flags[name] for name in ALERT_CONDITIONS)
+
+
+_SERVING = ContextVar("mep_channel_in_service", default=1)
+
+
+def channel_in_service() -> int:
+    """The MEP client (1 or 2) whose request is being served: ET70.142 "Current Comm Channel
+    Index" (MEP p.23). 1 outside a MEP request."""
+    return _SERVING.get()
+
+
+@contextmanager
+def serving(channel: int):
+    """The MEP port wraps each request it serves in this."""
+    token = _SERVING.set(channel)
+    try:
+        yield
+    finally:
+        _SERVING.reset(token)
+
+
 # ---- the on-demand queue (ET15) -------------------------------------------------------------
 
 def post_request(meter, now: float, *, transaction_number: int, device_handle: int,
@@ -935,24 +1022,43 @@ def complete_request(meter, index: int, result: int, now: float) -> None:
     _settle(meter, now)
 
 
-def expire_requests(meter, now: float) -> None:
-    """Requests older than ET51 "On-demand Timeout" end as "No response from device" (MEP
-    p.24-25, p.128). Run before every queue operation; the MEP engine's timer runs it too."""
+def _expiries(meter) -> list[tuple[float, dict]]:
+    """(virtual instant it expires, entry) of each request still waiting: posted + ET51
+    "On-demand Timeout" of the client it addresses (client 1's for M-Bus devices)."""
     server = _server(meter)
     if server is None or server["queue"] is None:
-        return
-    clients = _parse(meter, 51, now).clients
-    changed = False
+        return []
+    clients = _parse(meter, 51, 0.0).clients
+    expiries = []
     for entry in server["queue"]["entries"]:
         if entry is None or entry["result"] != PENDING:
             continue
         channels = [slot_channel(meter, slot) or 1 for slot in entry["targets"]] or [1]
         timeout = clients[min(channels[0], len(clients)) - 1].on_demand_timeout
-        if now - entry["posted"] >= timeout:
-            entry["result"] = NO_RESPONSE
-            changed = True
-    if changed:
+        expiries.append((entry["posted"] + timeout, entry))
+    return expiries
+
+
+def expire_requests(meter, now: float) -> None:
+    """Requests older than ET51 "On-demand Timeout" end as "No response from device" (MEP
+    p.24-25, p.128). Run before every queue operation, and on the meter's timer (``run_due``)."""
+    expired = [entry for due, entry in _expiries(meter) if now >= due]
+    for entry in expired:
+        entry["result"] = NO_RESPONSE
+    if expired:
         _settle(meter, now)
+
+
+def next_due(meter) -> float | None:
+    """The meter-UTC instant the next waiting ET15 request expires (the meter's timer hook,
+    like pending.next_due)."""
+    dues = [due for due, _ in _expiries(meter)]
+    return min(dues) + meter.state.clock_offset if dues else None
+
+
+def run_due(meter, now: float) -> None:
+    """The MEP server's timed work at virtual time ``now``: expire ET15 requests."""
+    expire_requests(meter, now)
 
 
 def _settle(meter, now: float) -> None:

@@ -8,6 +8,13 @@ fits: 0x0B, never encrypted, with no digest (there is no key to compute one with
 The sequence number must lie within 8 increments ahead of the one the meter expects (MEP guide
 p.10); otherwise the answer is ``0C | expected (4, MSB)``, and the expected number does not move.
 An accepted request moves it to the request's number + 1. It is kept in the meter's state.
+Designed: both MEP clients of a firmware 4.0+ meter (MEP p.21-25) share this one number (the
+guide names one and says nothing of a second); a client that finds it moved by the other gets
+0x0C with the number and retries, as after any loss of step.
+
+Two MEP clients: the session of MEP client 2 is named "<meter> mep2" (``channel`` 2), which is
+how the tables tell the clients apart (tables/mep_client.py ``mep_channel``); while it serves a
+request, ``mep_devices.serving`` says which client asks (ET70.142 "Current Comm Channel Index").
 
 The response message is ``response APDU | digest`` where the digest continues the request's
 (request APDU and sequence number, then the response APDU); if the request was encrypted, the
@@ -24,6 +31,7 @@ from ...device.access import Key
 from ...device.errors import ResponseCode, ServiceError
 from ...events import USER_MEP
 from ...security import MepRc4, OmaKey
+from ...tables import mep_devices
 from ..table_services import SECURED, TABLE_SERVICES, handle_table_service
 from .link import MAX_MESSAGE
 
@@ -38,6 +46,7 @@ class MepSession:
         self.meter = meter
         self.clock = clock
         self.port = port
+        self.channel = 2 if port.endswith("mep2") else 1
         self._keys = []
         for key, name in ((Key.MAK, "mak"), (Key.MBK, "mbk")):
             raw = meter.profile.key(name)[:16]  # keys may be given as 20 bytes; 16 are used
@@ -59,6 +68,14 @@ class MepSession:
         log.debug("%s: answering SME (0x0B): no key authenticates the %d-byte message",
                   self.port, len(message))
         return bytes([ResponseCode.SME])
+
+    def alert_pending(self) -> bool:
+        """Whether this client has an ET13 alert to be told about (MEP p.17-18)."""
+        try:
+            return mep_devices.alerting(self.meter, self.channel, self.clock.now())
+        except Exception:  # noqa: BLE001 - a bug must not silence the port
+            log.exception("%s: cannot read the alert flags", self.port)
+            return False
 
     def _serve(self, key: Key, digest_state, plain: bytes, stream) -> bytes:
         apdu, sequence = plain[:-4], int.from_bytes(plain[-4:], "big")
@@ -82,8 +99,10 @@ class MepSession:
                 raise ServiceError(ResponseCode.ERR, "empty request")
             if apdu[0] not in TABLE_SERVICES:
                 raise ServiceError(ResponseCode.SNS, f"request 0x{apdu[0]:02X} not supported")
-            response = handle_table_service(SECURED, self.meter, apdu, key, self.clock.now(),
-                                            user_id=USER_MEP, port=self.port)
+            with mep_devices.serving(self.channel):
+                response = handle_table_service(SECURED, self.meter, apdu, key,
+                                                self.clock.now(), user_id=USER_MEP,
+                                                port=self.port)
             if len(response) + DIGEST > MAX_MESSAGE:
                 raise ServiceError(ResponseCode.ONP, f"response of {len(response)} bytes exceeds "
                                                      "the MEP message size; use partial reads")
