@@ -58,6 +58,18 @@ def test_firmware_changes_mep_channels_and_request_length(firmware, channels, re
     assert len(m.table_bytes(et(27), 0.0)) == request_length
 
 
+@pytest.mark.parametrize("firmware", ["3.10.21", "4.30.01"])
+def test_a_profile_gives_et52_the_guide_meters_769_bytes(firmware):
+    """[dimensions] transaction_request_length: the guide's meter reports ET11.7 = 769 (MEP p.47)
+    and ET52 is "a total of 769 bytes" (p.129) whatever the firmware rule says; ET11 and both
+    request tables agree."""
+    m = Meter(load_profile(overrides=[f"identity.firmware_version={firmware}",
+                                      "dimensions.transaction_request_length=769"]))
+    assert m.table_bytes(et(11), 0.0)[7:9] == (769).to_bytes(2, "little")
+    assert len(m.table_bytes(et(52), 0.0)) == len(m.table_bytes(et(27), 0.0)) == 769
+    assert Meter(load_profile("mep-guide")).table_bytes(et(11), 0.0)[7:9] == bytes.fromhex("0103")
+
+
 def test_fresh_meter_tables_read_empty(meter):
     for number in (19, 20, 27, 28, 50, 52, 53, 59, 85):
         assert not any(meter.table_bytes(et(number), 0.0)), number

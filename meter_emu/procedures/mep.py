@@ -356,6 +356,8 @@ def _post_mep_data(meter, p, ctx) -> Result:
     if kind == ALERTS_ONLY and not p.post["clear_mbus_alert"]:
         _fail(ResultCode.INVALID_PARAMETER, "post type 0 needs the Clear M-Bus Alert flag")
     channel = clients.mep_channel(ctx)
+    if channel is None:
+        _fail(ResultCode.CONFLICT_WITH_SETUP, "not called by a MEP client: no channel to post for")
     if channel > _dimensions(meter).mep_channels:
         _fail(ResultCode.CONFLICT_WITH_SETUP, f"this meter has no MEP client {channel}")
     slot = devices.mep_slot(meter, channel)
@@ -408,7 +410,7 @@ def _device_alarms(meter, devices, slot: int, channel: int, alarms: int, ctx) ->
 
 declare(
     ep(39), "Post MEP Data",
-    execute=_MEP_CLIENTS,
+    execute=_MEP_CLIENTS | {Key.MK},  # MK: all procedures (OPG p.13); it has no MEP channel
     params=_POST_DATA,
     run=_post_mep_data,
     results={2: "unknown post type, result or data length",

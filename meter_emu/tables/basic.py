@@ -233,7 +233,7 @@ def _bt04_render(meter, now):
 
 declare(
     bt(4), "Pending Status",
-    read={Key.MK, Key.PK, Key.PLC},
+    read={Key.MK, Key.PK, Key.MAK, Key.MBK, Key.PLC},  # not RK (OPG p.11); MEP p.259, p.263
     layout=_bt04_layout,
     render=_bt04_render,
     provenance=documented("OPG p.10-11 (one 8-byte activation record per BT00.18 slot)"),
@@ -677,7 +677,8 @@ def _bt21_render(meter):
     return dict(
         flags=dict(season_info=1, date_time=1, demand_reset_counter=on, cumulative_demand=on,
                    continuous_cumulative_demand=on),
-        self_read_flags=dict(daily_self_read=1, weekly_self_read=1),
+        # the 2-byte BIDN BT26 keeps once demand is configured (MEP p.201)
+        self_read_flags=dict(self_read_sequence_number=on, daily_self_read=1, weekly_self_read=1),
         self_reads=configured_self_reads(meter), summations=meter.dims.summations,
         demands=demands, coincident_values=coincidents, occurrences=1, tiers=meter.dims.tiers,
         present_demands=0, present_values=meter.dims.present_values,

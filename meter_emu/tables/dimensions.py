@@ -3,7 +3,10 @@ guides' VCI column). ET11 publishes most of them and BT50 the TOU ones; every ta
 dimensioned by them reads them here, so ET11/BT50 and the tables they describe never disagree.
 
 Values follow the MEP guide's ET11 table (MEP p.77-80) and BT50 (MEP p.222-224) and depend on the
-firmware version exactly where the guides say so.
+firmware version exactly where the guides say so. A profile may set ET11.7 where a real product
+differs from its firmware's rule (``[dimensions] transaction_request_length``, checked in
+profile.py): the guide's own meter reports 769 (its worked example, MEP p.47) and describes
+ET52 as "a total of 769 bytes" (MEP p.129).
 """
 
 from __future__ import annotations
@@ -70,9 +73,10 @@ class ProductDimensions:
 
 def product_dimensions(meter) -> ProductDimensions:
     gen4 = firmware_at_least(meter, "4.0")
+    by_firmware = 896 if firmware_at_least(meter, "3.50") else 768
     return ProductDimensions(
         devices=6 if gen4 else 5,
         mep_channels=2 if gen4 else 1,
-        transaction_request_length=896 if firmware_at_least(meter, "3.50") else 768,
+        transaction_request_length=meter.dims.transaction_request_length or by_firmware,
         seasons=12 if firmware_at_least(meter, "3.50") else 4,
     )

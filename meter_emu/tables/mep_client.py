@@ -8,9 +8,9 @@ of its page footers: ET50 is listed at p.122 and printed on p.124).
 
 What the meter itself writes here is kept by functions below: meter one-time reads (EP24) land in
 ET19 and ET31, M-Bus ones are queued in ET20; EP17 clears a MEP client's ET50 registration; EP61's
-transaction lock guards ET52. Transaction and procedure responses (ET53, ET28, ET59, ET85) and
-MEP registration belong to the MEP engine; until it runs, those read as on a freshly
-commissioned meter: empty.
+transaction lock guards ET52. Transactions (ET52/ET53, ET27/ET28) run in
+device/transactions.py; procedure responses are routed to BT08, ET59 or ET85 here. Setting ET50
+"MEP Device Registered" has the MEP server discover the client (tables/mep_devices.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import datetime as dt
 from construct import Array, Bytes, Struct
 
 from ..datatypes import NI_FMAT, UINT8, UINT16, Bits, LTimeDate, STimeDate, list_header
-from ..device import conditions
+from ..device import conditions, transactions
 from ..device.access import CONFIGURERS, READERS, Key
 from ..events import USER_NONE
 from ..provenance import designed, documented
@@ -333,7 +333,9 @@ def check_mep_identification(ident: bytes) -> str | None:
 
 
 def _et50_apply(meter, values, ctx):
-    """Registration, alert and ET59 flags take effect in the MEP engine (later work)."""
+    """The ET59 flag routes procedure responses (``procedure_response_table``); "MEP Device
+    Registered" makes the MEP server discover the client (mep_devices.request_discovery, MEP
+    p.16-17); the alert flags take effect in the MEP engine."""
     for channel, client in enumerate(values.clients):
         problem = check_mep_identification(client.identification)
         if problem:
@@ -344,6 +346,11 @@ def _et50_apply(meter, values, ctx):
             refuse(et(50), f"MEP client {channel + 1}: icon display control above 511")
         if any(state not in _ICON_STATES for state in client.mep_icons.values()):
             refuse(et(50), f"MEP client {channel + 1}: MEP icons are 0 off, 1 on, 2 flashing")
+    from . import mep_devices  # it builds on this module's tables
+
+    for channel, client in enumerate(values.clients, start=1):
+        if client.flags["mep_device_registered"]:
+            mep_devices.request_discovery(meter, channel, ctx.now, ctx.user_id)
 
 
 def mep_channel(ctx) -> int | None:
@@ -450,8 +457,8 @@ declare(
 #
 # Size, type and number lead; the records (and, for type 3, the group IDs before them) and the
 # closing copy of the transaction number fill the rest (MEP p.43-45, p.130-132). The transaction
-# engine (later work) runs a request once its closing number matches the leading one and writes
-# the response table.
+# engine (device/transactions.py) runs a request once its closing number matches the leading one
+# and writes the response table.
 #
 # ET27/ET28 are designed. The MEP guide says the meter keeps a distinct request/response pair for
 # the Control Node (the power line) besides ET52/ET53 (MEP p.50) and names ET28 as where a partial
@@ -497,8 +504,16 @@ def _request_apply(table_id: int):
         if values.transaction_size and not smallest <= values.transaction_size <= length:
             refuse(table_id, f"transaction size {values.transaction_size} outside "
                               f"{smallest}..{length}")
+        transactions.request_written(meter, table_id, _request_layout(meter).build(values), ctx)
 
     return apply
+
+
+def _response_render(table_id: int):
+    """What the last transaction of the paired request table answered (device/transactions.py);
+    zeros before the first."""
+    return lambda meter, now=None: transactions.response_image(
+        meter, table_id, _response_layout(meter).sizeof())
 
 
 #: EP61 locks ET52/ET53 for one MEP client; a lock not released ends after 10 s (MEP p.25)
@@ -540,7 +555,7 @@ declare(
     et(53), "MEP Transaction Response",
     read=READERS,
     layout=_response_layout,
-    render=_zeros(_response_layout),  # the transaction engine writes the responses
+    render=_response_render(et(53)),
     provenance=documented("MEP p.132 (ET52's layout, length ET11.9 = 1785); OPG p.61"),
 )
 
@@ -561,7 +576,7 @@ declare(
     et(28), "PLC Transaction Response",
     read=_OPTICAL_AND_PLC_READ,
     layout=_response_layout,
-    render=_zeros(_response_layout),  # the transaction engine writes the responses
+    render=_response_render(et(28)),
     provenance=designed(
         "named as the power line's transaction response table (MEP p.131); ET53's layout and "
         "length"
@@ -571,15 +586,48 @@ declare(
 # ---------------------------------------------------------------------------------------
 # ET59 MEP Procedure Response (MEP client 1), ET85 MEP Procedure Response (MEP client 2)
 #
-# BT08's layout, sized by BT00.10. MEP client 1's procedure results land in ET59 when its ET50
-# "ET59 Response" flag is set, MEP client 2's always in ET85 (firmware 4.0+); the MEP port's
-# procedure handling (later work) fills them, so both read empty until then.
+# BT08's layout, sized by BT00.10. A BT07 write from MEP client 1 posts its result in ET59 when
+# its ET50 "ET59 Response" flag is set, else in BT08; MEP client 2 always in ET85 (MEP p.50,
+# p.165-166, p.186); the optical port and the power line use BT08. Both read empty until then.
+
+PROCEDURE_RESPONSES = "mep_procedure_responses"
+
+
+def procedure_response_table(meter, ctx) -> int:
+    """The table a procedure started by this BT07 write answers in: BT08, ET59 or ET85."""
+    channel = mep_channel(ctx)
+    if channel == 2:
+        return et(85)
+    if channel == 1 and _et50(meter, ctx.now)[1].clients[0].flags["et59_response"]:
+        return et(59)
+    return bt(8)
+
+
+def post_procedure_response(meter, image: bytes, ctx) -> int:
+    """Post a procedure's response (number, PSN, result, data) where its client reads it."""
+    table = procedure_response_table(meter, ctx)
+    if table == bt(8):
+        meter.state.procedure_response = image
+    else:
+        meter.subsystem(PROCEDURE_RESPONSES)[str(table)] = image.hex()
+    meter.dirty = True
+    return table
+
+
+def _procedure_response_render(table_id: int):
+    def render(meter, now):
+        posted = meter.state.subsystems.get(PROCEDURE_RESPONSES, {}).get(str(table_id), "")
+        raw = bytes.fromhex(posted).ljust(4 + meter.dims.procedure_response_max, b"\0")
+        return _bt08_layout(meter).parse(raw)
+
+    return render
+
 
 declare(
     et(59), "MEP Procedure Response",
     read=READERS,
     layout=_bt08_layout,
-    render=_zeros(_bt08_layout),
+    render=_procedure_response_render(et(59)),
     provenance=documented("MEP p.165-166 (BT08's layout, MEP p.50-51); OPG p.61"),
 )
 
@@ -587,6 +635,6 @@ declare(
     et(85), "MEP Procedure Response (MEP2)",
     read=READERS,
     layout=_bt08_layout,
-    render=_zeros(_bt08_layout),
+    render=_procedure_response_render(et(85)),
     provenance=documented("MEP p.186 (ET59's layout; firmware 4.0+ fills it); OPG p.62"),
 )
