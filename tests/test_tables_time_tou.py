@@ -9,7 +9,7 @@ import pytest
 from conftest import MK, PK, RK, LinkClient
 
 from meter_emu.clock import ManualClock
-from meter_emu.device.meter import Meter
+from meter_emu.device.meter import Meter, MeterState
 from meter_emu.ports.optical import optical_protocol
 from meter_emu.profile import load_profile
 from meter_emu.tables import CATALOG
@@ -251,9 +251,19 @@ def test_et05_write_reads_back(client):
     client.logon(MK)
     data = ((6000).to_bytes(4, "little") + bytes(4)
             + b"".join(r.to_bytes(4, "little") for r in (1000, 1200, 800, 1_000_000))
-            + bytes([1, 1]))
+            + bytes([1, 0b111]) + (500).to_bytes(4, "little") + (2000).to_bytes(4, "little")
+            + (300).to_bytes(2, "little"))  # designed: warning, emergency credit, window
     assert client.write(ET05, data) == OK
     assert client.read(ET05) == data
+
+
+def test_an_et05_saved_before_the_designed_bytes_keeps_its_settings():
+    """Old state files hold a 26-byte ET05: it is padded, not dropped (no configuration
+    error)."""
+    old = (6000).to_bytes(4, "little") + bytes(20) + bytes([1, 1])
+    meter = Meter(load_profile(), MeterState(tables={ET05: old}), now=0.0)
+    assert meter.table_bytes(ET05, 0.0) == old + bytes(10)
+    assert "configuration_error" not in meter.state.alarms
 
 
 @pytest.mark.parametrize("data, offset", [

@@ -30,14 +30,14 @@ from construct import ConstructError
 from ..events import (ALTERNATE_LOG_EVENTS, CONFIGURATION_ERROR, EVENTS, PROCEDURE_INVOKED,
                       TABLE_WRITTEN, TIME_CHANGED, TIME_CHANGED_NEW, USER_NONE)
 from ..profile import Profile, parse_time
-from ..tables import CATALOG
+from ..tables import CATALOG, mep_devices
 from ..tables.basic import PROCEDURE_REQUEST_TABLE
 from ..tables.catalog import PENDING_BASE, WriteContext, et, label
 from ..tables.extended import increment_idt_version
 from ..tables.logs import monitoring
 from ..metering import engine
 from ..metering import registers as energy_registers
-from . import conditions, firmware, pending, relay
+from . import conditions, firmware, pending, relay, transactions
 from .history import EventLog
 from .access import Key, allows
 from .errors import ResponseCode, ServiceError
@@ -69,7 +69,7 @@ class MeterState:
     interface_digest: str | None = None  # digest of ET42 when last checked (see check_interface)
     #: small JSON-able state owned by one subsystem each (relay, prepay, firmware, tariff, ...),
     #: keyed by the subsystem's name; see Meter.subsystem
-    subsystems: dict[str, dict] = field(default_factory=dict)
+    subsystems: dict[str, dict] = field(default_factory=dict, repr=False)  # EP20's keys
     #: not in the JSON document: the load profile images (tables.load_profile.LoadProfileMemory,
     #: created on first use; kept here so a Meter rebuilt from this state keeps them) and the
     #: ring files a store loaded, until the meter adopts them ({set index: file bytes})
@@ -145,6 +145,7 @@ class Meter:
         #: publishes them); a listener must not raise and must not log events itself
         self.event_listeners: list = []
         firmware.restore(self)  # the firmware a code bank switch installed, if any
+        _upgrade_tables(state)
         self.drop_mismatched_tables(now)
         self.check_interface()
 
@@ -322,15 +323,22 @@ class Meter:
     def next_deadline(self) -> float | None:
         """The virtual instant of the meter's next timed action (the runner sleeps until it)."""
         dues = [due for due in (pending.next_due(self), relay.next_due(self),
-                                engine.next_due(self)) if due is not None]
+                                engine.next_due(self), mep_devices.next_due(self))
+                if due is not None]
         return min(dues) - self.state.clock_offset if dues else None
 
     def advance(self, now: float) -> None:
         """Carry out every timed action due by ``now``, each at its own instant. Called before
-        each service, so no client ever sees a state that should already have changed."""
+        each service, so no client ever sees a state that should already have changed. The
+        relay's timed actions are engine hooks (metering/control.py), so the energy before a
+        switch is metered with the contactor as it was; ``relay.run_due`` afterwards only
+        catches what the engine had no step for (its first call)."""
+        transactions.resume(self, now)  # a transaction a power cut interrupted (MEP p.43)
         pending.activate_due(self, now)
-        relay.run_due(self, now)
         engine.advance(self, now)
+        if "relay" in self.state.subsystems:
+            relay.run_due(self, now)
+        mep_devices.run_due(self, now)
 
     # ---- table services -----------------------------------------------------------------
     def _table(self, table_id: int):
@@ -411,6 +419,16 @@ class Meter:
         if table.stored:
             self.state.tables[table.number] = new
         self.dirty = True
+
+
+def _upgrade_tables(state: MeterState) -> None:
+    """Saved images of tables that grew since: ET05 gained designed bytes 26-35 (zero by
+    default), so an older 26-byte image keeps its settings instead of being dropped."""
+    from ..tables.time_tou import ET05_FIRST_SIZE
+
+    et05 = state.tables.get(et(5))
+    if et05 is not None and len(et05) == ET05_FIRST_SIZE:
+        state.tables[et(5)] = et05 + bytes(CATALOG[et(5)].layout.sizeof() - ET05_FIRST_SIZE)
 
 
 def start_time(profile: Profile) -> float | None:

@@ -3,9 +3,10 @@
 ``advance(meter, now)`` integrates from the engine's last virtual instant to ``now`` in steps. A
 step ends at ``now``, at the next jump of a stepwise quantity (``quantities.next_change``), at the
 step cap while a quantity varies continuously, and at the next boundary of each hook module
-(TOU, demand, load profile recorder). For each step [t0, t1] the engine computes the powers,
-adds the energy to the registers in the tier in force, hands it to demand, lets power quality
-look at what was measured, and then lets the hooks carry out what is due at t1.
+(TOU, demand, load profile recorder, and control.py: the relays, prepay and maximum power). For
+each step [t0, t1] the engine computes the powers, adds the energy to the registers in the tier
+in force, hands it to demand (and to prepay), lets power quality look at what was measured, and
+then lets the hooks carry out what is due at t1.
 
 Powers (per phase, the current lagging the voltage by ``angle``): P = V I cos(angle),
 Q = V I sin(angle), S = V I. A polyphase meter registers the vector sum: the totals are the sums
@@ -50,7 +51,7 @@ import math
 
 from ..device import conditions, relay
 from ..events import POWER_DOWN, POWER_UP, by_alarm
-from . import demand, power_quality, quantities, recorder, registers, tou
+from . import control, demand, power_quality, quantities, recorder, registers, tou
 
 STATE = "metering"
 #: the longest step while a quantity varies continuously, seconds
@@ -72,7 +73,7 @@ RESET_POWER_FAILURE = 3
 _PRESENT_FIRMWARE = ((18, (0, 0)), (22, (2, 12)), (26, (3, 10)), (41, (3, 50)), (55, (3, 70)),
                      (72, (4, 0)), (75, (4, 10)), (84, (4, 30)))
 PRESENT_COUNT = 84
-_HOOKS = (tou, demand, recorder)
+_HOOKS = (tou, demand, recorder, control)
 
 
 # ---- state ----------------------------------------------------------------------------------
@@ -297,7 +298,11 @@ def _step(meter, own, cache, t0: float, t1: float, constant: bool) -> None:
     else:
         hours = span / 3600.0
         amounts = {source: rate * hours for source, rate in powers.rates.items()}
-    registers.add(meter, tou.current_tier(meter, t0), amounts)
+    tier = tou.current_tier(meter, t0)
+    registers.add(meter, tier, amounts)
+    engaged = control.engaged(meter)
+    if engaged:
+        control.metered(meter, t0, t1, powers, tier, amounts)
     demand.accumulate(meter, t0, t1, amounts)
     if own["outage_start"] is None:  # an unpowered meter measures no power quality
         power_quality.check(meter, t1, powers.measured, span)
@@ -305,6 +310,15 @@ def _step(meter, own, cache, t0: float, t1: float, constant: bool) -> None:
     tou.run_due(meter, t1)
     demand.run_due(meter, t1)
     recorder.run_due(meter, t1)
+    if engaged:
+        control.run_due(meter, t1)
+
+
+def powers_at(meter, at: float) -> _Powers:
+    """The powers of the sample at virtual time ``at`` with the contactor as it is now (the
+    control hook prices the coming step with them)."""
+    return _powers_for(_own(meter), _cache(meter), quantities.sample(meter, at),
+                       relay.contactor_open(meter))
 
 
 # ---- conditions -----------------------------------------------------------------------------
@@ -388,6 +402,8 @@ def _power_up(meter, own, at: float) -> None:
     own["outage_start"] = own["outage_start_utc"] = None
     meter.dirty = True
     meter.log_event(POWER_UP.number, RESET_POWER_FAILURE, at)
+    if relay.contactor_open(meter):  # an open contactor is driven again at power-up
+        relay.resynchronize(meter, relay.Reason.POWER_UP_RESYNC, at)
     recorder.note(meter, at, "power_up")
     seconds = at - start
     record = [off_utc, meter.utc_seconds(at), seconds]

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..device import conditions, relay
-from ..events import BUTTON_PRESSED, SELF_CHECK_ERROR, TAMPER, USER_NONE
+from ..events import SELF_CHECK_ERROR, TAMPER
 from . import engine, registers
 from .quantities import InjectionError
 
@@ -61,13 +61,17 @@ def _tamper(meter, now) -> None:
 
 
 def _button(meter, now) -> None:
-    """The customer's push button: event 106; a contactor armed for reconnect closes, once the
-    reconnect lockout (ET30) allows it (event 66, reason 6 manual)."""
-    meter.log_event(BUTTON_PRESSED.number, 0, now)
-    if relay.disconnect_state(meter) == relay.ARMED \
-            and relay.lockout_remaining(meter, relay.CONNECTED, now) == 0:
-        relay.set_disconnect(meter, relay.CONNECTED, relay.Reason.MANUAL, now, USER_NONE,
-                             control_event=None)
+    relay.button_pressed(meter, now)
+
+
+def _switch_error(meter, now) -> None:
+    relay.switch_failed(meter, now)
+
+
+def _switch_recovered(meter, now) -> None:
+    """The contactor follows again: the meter re-synchronizes it (event 66 reason 9)."""
+    if "disconnect_switch_error" in meter.state.alarms:
+        relay.resynchronize(meter, relay.Reason.RESYNC, now)
 
 
 def _self_check(meter, now) -> None:
@@ -99,7 +103,10 @@ TRIGGER_TABLE = _declare(
     _alarm_trigger("magnetic_tamper", "magnetic_tamper", "a magnetic field: BT03 Magnetic "
                    "Tamper, event 89 (condition)"),
     Trigger("button", "the push button: event 106; closes a contactor armed for reconnect "
-            "(event 66) (each 'on')", _button),
+            "(event 66 reason 6) (each 'on')", _button),
+    Trigger("disconnect_switch_error", "the contactor does not follow its command: BT03 "
+            "Disconnect Switch Error, event 66 with the failure bit; its end re-synchronizes "
+            "(event 66 reason 9) (condition)", _switch_error, _switch_recovered),
     _alarm_trigger("battery_low", "low_battery", "BT03 Low Battery, event 44 (condition)"),
     _alarm_trigger("pulse_input1_tamper", "pulse_input1_tamper", "BT03 Pulse Input 1 Tamper, "
                    "event 75 (condition)"),

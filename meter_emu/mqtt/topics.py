@@ -30,6 +30,7 @@ import json
 import itertools
 from dataclasses import dataclass
 
+from ..device import relay
 from ..metering import quantities
 from ..metering import registers, triggers
 
@@ -219,7 +220,9 @@ def register_names(count: int) -> list[tuple[int, str]]:
 
 def state_document(meter, now: float, summary=None) -> dict:
     """What ``<prefix>/<meter>/state`` carries: the meter time, the quantity settings, the BT23
-    totals, the TOU tier in force and the BT03 alarms raised; ``summary`` (the engine's
+    totals, the TOU tier in force, the BT03 alarms raised, the switches (``relay``: contactor
+    state and reason of its last change, control relays, maximum power level and threshold,
+    tripped, prepay credit); ``summary`` (the engine's
     ``summary(meter, now)``, when it has one) adds its keys, e.g. the powers."""
     from ..metering import tou
 
@@ -231,6 +234,7 @@ def state_document(meter, now: float, summary=None) -> dict:
                       for source, name in register_names(meter.dims.summations)},
         "tier": tou.current_tier(meter, now),
         "alarms": sorted(meter.state.alarms),
+        "relay": relay.summary(meter),
     }
     if summary is not None:
         for key, value in summary(meter, now).items():

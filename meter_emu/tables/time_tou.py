@@ -320,7 +320,7 @@ declare(
 
 #: ET05.24 time-based relay calendar modes (designed): how ET61's blocks of ten switches map to
 #: days. 0 off, 1 block 0 every day, 2 block 0 on weekdays and 1 at weekends, 3 blocks 0..6 for
-#: Sunday..Saturday.
+#: Sunday..Saturday (metering/control.py carries them out).
 RELAY_CALENDAR_MODES = range(4)
 #: Prepay conversion rates are Wh per kWh consumed, at most 1,000,000 (MEP p.154, tiers 5..8).
 MAX_PREPAY_RATE = 1_000_000
@@ -330,8 +330,15 @@ _ET05 = Struct(
     "secondary_maximum_power_level" / UINT32,
     "prepay_tier_rates" / Array(4, UINT32),
     "relay_calendar_modes" / Bits(1, relay_1=(0, 4), relay_2=(4, 4)),
-    "options" / Bits(1, maximum_level_thresholds=0),
+    "options" / Bits(1, maximum_level_thresholds=0, calendar_drives_disconnect=1,
+                     maximum_level_auto_reconnect=2),
+    # designed, after the documented bytes 0-25 (device/relay.py acts on them):
+    "prepay_warning_threshold" / UINT32,  # Wh of credit left that logs event 103 (0: none)
+    "prepay_emergency_credit" / UINT32,  # Wh the credit may go below 0 (ET46.13 shows it)
+    "relay_calendar_random_window" / UINT16,  # ET61 switch points wait 1..N s (0: none)
 )
+#: ET05's size before the designed bytes 26-35 existed (Meter pads a saved image of this size)
+ET05_FIRST_SIZE = 26
 
 
 def _second_relay(meter) -> bool:
@@ -349,6 +356,8 @@ def _et05_apply(meter, values, ctx):
             refuse("ET05", f"{relay} calendar mode {modes[relay]} is not one of 0..3")
     if modes["relay_2"] and not _second_relay(meter):
         refuse("ET05", "this firmware has one control relay")
+    if values.prepay_emergency_credit >= 2**31:
+        refuse("ET05", "the emergency credit must fit ET46.13's INT32")
     return values
 
 
@@ -360,7 +369,8 @@ declare(
     defaults=lambda meter: dict(
         primary_maximum_power_level=0, secondary_maximum_power_level=0,
         prepay_tier_rates=[0] * 4,
-        relay_calendar_modes={}, options={},
+        relay_calendar_modes={}, options={}, prepay_warning_threshold=0,
+        prepay_emergency_credit=0, relay_calendar_random_window=0,
     ),
     apply=_et05_apply,
     pending=True,
@@ -369,7 +379,10 @@ declare(
         "(MEP p.183), the prepay rates of tiers 1-4 at ET05.8-23 (p.154), the threshold enable "
         "at ET05.25.0 (p.121) and the relay calendar mode in ET05 (p.166); byte 24 holds that "
         "mode per relay; bytes 4-7, between the primary level and the rates, hold the secondary "
-        "level EP22 (Switch Maximum Power Level) switches to, in W like the primary"
+        "level EP22 (Switch Maximum Power Level) switches to, in W like the primary; ours "
+        "as well: ET05.25 bit 1 lets relay 1's ET61 calendar move the contactor, bit 2 recloses "
+        "it after a maximum power trip by itself, bytes 26-35 hold the prepay warning "
+        "threshold and emergency credit (Wh) and the calendar's random delay window (s)"
     ),
 )
 
@@ -476,10 +489,18 @@ def _et46_layout(meter):
 
 
 def _et46_render(meter, now):
-    """A fresh meter: power measurements decide, no negative credit, the contactor never
-    opened (the relay subsystem will fill the open time)."""
-    return dict(reserved=bytes(11), disconnect_control_type=0, reserved_12=bytes(1),
-                prepay_negative_credit=0, maximum_level_disconnect_open_time=None)
+    """From the relay subsystem: current measurements decide (1) when ET30 sets a current
+    level, else power (0); the negative credit allowed is ET05's emergency credit; the time of
+    the last maximum power trip."""
+    from ..device import relay  # here: device.relay reads tables through the catalog
+
+    opened = relay.max_level_open_time(meter)
+    return dict(reserved=bytes(11),
+                disconnect_control_type=int(relay.et30_settings(meter).maximum_current_ma > 0),
+                reserved_12=bytes(1),
+                prepay_negative_credit=relay.et05_settings(meter).emergency_credit_wh,
+                maximum_level_disconnect_open_time=None if opened is None else
+                dt.datetime.fromtimestamp(int(opened), dt.timezone.utc).replace(tzinfo=None))
 
 
 declare(
