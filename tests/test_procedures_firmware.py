@@ -7,19 +7,19 @@ import json
 import zlib
 
 import pytest
-from conftest import Procedures, MK, PK, RK
+from conftest import LinkClient, Procedures, MK, PK, RK
 
 from meter_emu.device import firmware
 from meter_emu.device.meter import Meter, MeterState
+from meter_emu.ports.optical import optical_protocol
 from meter_emu.profile import load_profile
+from meter_emu.security.aes import image_mac
 
 EP08, EP09, EP10, EP41 = (2048 + n for n in (8, 9, 10, 41))
 ET04, ET17, ET54 = (2048 + n for n in (4, 17, 54))
 COMPLETED, INVALID, CONFLICT, NO_AUTH = 0, 2, 3, 5
 PROGRAM_ID = bytes.fromhex("9FFFFF0500000042")
 SIZE = firmware.PACKET_SIZE
-
-
 
 
 def packed(version: str) -> int:
@@ -30,10 +30,11 @@ def packed(version: str) -> int:
 def image(version: str = "3.20.05", body: bytes = bytes(range(256)) * 2,
           program_id: bytes = PROGRAM_ID) -> bytes:
     """An image in the designed format: program ID, packed version (MSB first), length
-    (header included), CRC-32 of the body; then the body."""
-    length = 18 + len(body)
+    (header included), CRC-32 of the body, MAC (zero: RC4 mode does not check it); then the
+    body."""
+    length = 34 + len(body)
     return (program_id + packed(version).to_bytes(2, "big") + length.to_bytes(4, "little")
-            + zlib.crc32(body).to_bytes(4, "little") + body)
+            + zlib.crc32(body).to_bytes(4, "little") + bytes(16) + body)
 
 
 def packet(data: bytes, number: int) -> bytes:
@@ -61,7 +62,7 @@ def proc(client):
 
 
 def test_download_and_switch_reprograms_the_meter(proc, client, meter):
-    data = image("3.20.05")  # 530 bytes: 9 packets, the last one 18 bytes
+    data = image("3.20.05")  # 546 bytes: 9 packets, the last one 34 bytes
     idt = client.read(ET04)[116]
     assert client.read(1)[14:16] == packed("3.10.21").to_bytes(2, "big")
     assert proc(EP08) == (COMPLETED, bytes([1]) + bytes(11))  # bank 1 is the inactive one
@@ -97,7 +98,7 @@ def test_packets_may_arrive_in_any_order_and_et17_shows_the_gaps(proc, client):
 
 
 def test_header_arriving_late_is_checked_against_the_packets(proc):
-    data = image(body=bytes(100))  # 118 bytes: packets 0 (64) and 1 (54)
+    data = image(body=bytes(84))  # 118 bytes: packets 0 (64) and 1 (54)
     assert proc(EP09, (2 * SIZE).to_bytes(4, "little") + bytes(SIZE))[0] == COMPLETED
     assert proc(EP09, packet(data, 0))[0] == CONFLICT  # packet 2 lies past the image
     assert proc(EP08)[0] == COMPLETED
@@ -106,20 +107,20 @@ def test_header_arriving_late_is_checked_against_the_packets(proc):
 
 
 def header(version: int, length: int) -> bytes:
-    """EP09 parameters for packet 0 holding just a header (CRC zero)."""
+    """EP09 parameters for packet 0 holding just a header (CRC and MAC zero)."""
     return (0).to_bytes(4, "little") + PROGRAM_ID + version.to_bytes(2, "big") \
-        + length.to_bytes(4, "little") + bytes(4)
+        + length.to_bytes(4, "little") + bytes(4 + 16)
 
 
 @pytest.mark.parametrize("params", [
     (1).to_bytes(4, "little") + bytes(SIZE),  # not on a packet boundary
     (0).to_bytes(4, "little") + bytes(SIZE + 1),  # longer than a packet
     (SIZE).to_bytes(4, "little"),  # no data
-    (0).to_bytes(4, "little") + bytes(10),  # packet 0 shorter than the header
+    (0).to_bytes(4, "little") + bytes(33),  # packet 0 shorter than the header
     (640_000).to_bytes(4, "little") + bytes(SIZE),  # past the bank (ET11.36 x 8 packets)
     header(packed("3.20.05"), 640_001),  # an image longer than the bank
-    header(packed("3.20.05"), 17),  # shorter than its own header
-    header(3 << 12 | 100 << 5, 18),  # version 3.100.00
+    header(packed("3.20.05"), 33),  # shorter than its own header
+    header(3 << 12 | 100 << 5, 34),  # version 3.100.00
     (0).to_bytes(3, "little"),  # no offset
 ])
 def test_ep09_invalid_packets(proc, client, params):
@@ -131,7 +132,7 @@ def test_ep09_short_packet_must_be_the_images_last(proc):
     data = image()
     assert proc(EP09, packet(data, 0))[0] == COMPLETED
     assert proc(EP09, (SIZE).to_bytes(4, "little") + bytes(10))[0] == INVALID
-    assert proc(EP09, packet(data, 8))[0] == COMPLETED  # 18 bytes: the last one
+    assert proc(EP09, packet(data, 8))[0] == COMPLETED  # 34 bytes: the last one
 
 
 def test_ep09_other_bytes_for_a_received_packet_conflict(proc, client):
@@ -212,3 +213,74 @@ def test_only_mk_and_the_head_end_may_download(client, meter, key, number, param
     client.logon(key)
     assert Procedures(client)(number, params)[0] == NO_AUTH
     assert firmware.received(meter) == [] and meter.state.subsystems.get("firmware") is None
+
+
+# ---- the image MAC (OSGP-AES-128-PSK) ------------------------------------------------------
+
+AES_KEY = b"AES-key-for-emu!"  # 16 bytes: keys.oma in AES mode
+
+
+@pytest.fixture
+def aes_meter():
+    return Meter(load_profile("default", ['security.mode="aes"', 'keys.oma="AES-key-for-emu!"',
+                                          'identity.firmware_version="3.80.01"']))
+
+
+@pytest.fixture
+def aes_proc(aes_meter, clock):
+    client = LinkClient(optical_protocol(aes_meter, clock))
+    client.logon(MK)
+    return Procedures(client), client
+
+
+def test_image_format_is_the_documented_header():
+    body = bytes(range(200))
+    data = firmware.build_image(PROGRAM_ID, "3.20.05", body)
+    assert data == image("3.20.05", body)  # the layout the module docstring gives, by hand
+    signed = firmware.build_image(PROGRAM_ID, "3.20.05", body, AES_KEY)
+    assert signed[18:34] == image_mac(AES_KEY, data[:18] + body)  # MAC over all but itself
+    assert signed[:18] == data[:18] and signed[34:] == body  # CRC-32 still of the body alone
+    assert firmware.inspect_image(signed, AES_KEY)[1] == []
+    assert firmware.inspect_image(signed, bytes(16))[1] == ["the image MAC does not verify "
+                                                            "with this key"]
+    broken = bytearray(signed)
+    broken[40] ^= 1
+    assert firmware.inspect_image(bytes(broken))[1] == ["the CRC-32 of the body does not match "
+                                                        "the header"]
+
+
+def test_aes_mode_switches_only_to_an_image_whose_mac_verifies(aes_proc, aes_meter):
+    proc, client = aes_proc
+    body = bytes(range(256)) * 3
+    forged = firmware.build_image(PROGRAM_ID, "3.81.00", body, b"not-the-OMA-key!")
+    download(proc, forged)
+    before = (client.read(1), client.read(ET04), len(aes_meter.state.history.entries))
+    assert proc(EP10)[0] == NO_AUTH  # result 5: the image is not authorized for this meter
+    assert (client.read(1), client.read(ET04)) == before[:2]  # nothing changed
+    assert events(aes_meter, 1, 2, 36, 78) == []
+    assert proc(EP10)[0] == NO_AUTH  # and it stays refused
+    unsigned = firmware.build_image(PROGRAM_ID, "3.81.00", body)
+    assert proc(EP08)[0] == COMPLETED
+    download(proc, unsigned)
+    assert proc(EP10)[0] == NO_AUTH  # a zero MAC is no MAC
+    assert proc(EP08)[0] == COMPLETED
+    download(proc, firmware.build_image(PROGRAM_ID, "3.81.00", body, AES_KEY))
+    assert proc(EP10)[0] == COMPLETED
+    assert client.read(1)[14:16] == packed("3.81.00").to_bytes(2, "big")
+    assert events(aes_meter, 2, 78, 36) == [(2, 5), (78, 1), (36, packed("3.81.00"))]
+
+
+def test_rc4_mode_ignores_the_mac(proc, client):
+    download(proc, firmware.build_image(PROGRAM_ID, "3.20.05", bytes(300), b"any-key-16-bytes"))
+    assert proc(EP10)[0] == COMPLETED
+
+
+def test_mac_matches_for_ep19_switchover(aes_proc, aes_meter):
+    proc, _ = aes_proc
+    data = firmware.build_image(PROGRAM_ID, "3.81.00", bytes(500), AES_KEY)
+    mac = data[18:34]
+    assert not firmware.mac_matches(aes_meter, len(data), mac)  # nothing downloaded yet
+    download(proc, data)
+    assert firmware.mac_matches(aes_meter, len(data), mac)
+    assert not firmware.mac_matches(aes_meter, len(data) - 1, mac)
+    assert not firmware.mac_matches(aes_meter, len(data), bytes(16))

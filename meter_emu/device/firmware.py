@@ -7,10 +7,27 @@ neither the parameters nor the image format, so both are ours (designed):
 * a **packet** is ``PACKET_SIZE`` bytes of the image at a multiple of ``PACKET_SIZE``; only the
   image's last packet may be shorter. 64 bytes keep a BT07 request short (3 + 4 + 64 = 71
   bytes) for the slow power line; ET17's 10,000 bits then cap an image at 640,000 bytes;
-* the **image** starts with an 18-byte header: program ID (8 bytes, reported in ET04.14 once the
-  image runs), firmware version (UINT16 packed as BT01.14-15, MSB first), image length (UINT32,
-  header included) and the CRC-32 (ISO-HDLC, as zlib computes it) of the bytes after the header.
-  The header is all EP10 needs to check an image and to know what the meter will report.
+* the **image** starts with a 34-byte header, then its body:
+
+  ====== ====== ==========================================================================
+  offset size   field
+  ====== ====== ==========================================================================
+  0      8      program ID (reported in ET04.14 once the image runs)
+  8      2      firmware version, packed as BT01.14-15 (OPG p.19), MSB first
+  10     4      image length, header included (UINT32, LSB first)
+  14     4      CRC-32 (ISO-HDLC, as zlib computes it) of the body: the bytes after the header
+  18     16     image MAC for OSGP-AES-128-PSK: ``security.aes.image_mac(OMA key, image
+                without these 16 bytes)``, i.e. over header bytes 0..17 and the body
+  ====== ====== ==========================================================================
+
+  The CRC-32 says the bytes arrived whole (any mode); the MAC says who made the image and
+  covers the program ID, version, length and CRC too. With RC4 security (ET04.127 = 0) the MAC
+  is not checked and is usually zero; with AES (2) EP10 refuses an image whose MAC does not
+  verify under the meter's unicast OMA key (result 5, "no authorization": the image is not
+  authorized for this meter). The MAC sits in the header so that an image is one file whose
+  length and CRC mean the same in both modes; MEP's EP19 type 9 carries the same two facts,
+  Image Length and Image MAC (MEP p.245). ``build_image`` and ``inspect_image`` are the
+  tooling's view of this format (``meter-emu firmware build/inspect``).
 
 Switching (EP10) is a restart into the new image: events 1 (power down) and 2 (power up, reset
 cause 5 "code bank switchover"), BT03 "Code Bank Changed" with event 78 (argument: the new active
@@ -20,20 +37,24 @@ there. The meter then reports the new version everywhere it reads the profile's 
 ET03's image CRC, every layout that depends on the firmware version): the running image's
 identity replaces the profile's, and ``restore`` does the same when a saved meter starts again.
 The other bank keeps the previous image, so switching again goes back to it. Only the packets
-of an unfinished download are stored (hex); a switched image keeps only its identity.
+of an unfinished download are stored (hex, in the meter's state, which a port persists before it
+answers: an acknowledged packet survives ``kill -9`` and a download resumes from ET17); a
+switched image keeps only its identity.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import zlib
 from dataclasses import dataclass
 
-from construct import Bytes, Int16ub, Int32ul, Struct
+from construct import Bytes, Int16ub, Int32ul, Struct, ValidationError
 
 from ..datatypes import PackedVersion
 from ..events import CODE_BANK_CHANGED, POWER_DOWN, POWER_UP, REPROGRAMMED, USER_NONE
 from ..profile import ProfileError
+from ..security.aes import MAC_SIZE
 from . import conditions
 
 log = logging.getLogger(__name__)
@@ -44,7 +65,9 @@ HEADER = Struct(
     "firmware_version" / Int16ub,
     "length" / Int32ul,
     "crc32" / Int32ul,
+    "mac" / Bytes(MAC_SIZE),
 )
+MAC_OFFSET = 18
 HEADER_SIZE = HEADER.sizeof()
 #: Event 2's reset cause for a restart into the other code bank (Echelon user's guide, ID 2).
 RESET_CODE_BANK_SWITCHOVER = 5
@@ -53,11 +76,12 @@ RESET_CODE_BANK_SWITCHOVER = 5
 class DownloadRefused(Exception):
     """A packet or a switch the bank cannot take. ``conflict`` tells a packet that disagrees
     with the bank's content (C12.19 result 3) from one that is malformed (result 2); ``crc``
-    marks an image whose CRC-32 fails."""
+    marks an image whose CRC-32 fails, ``mac`` one whose AES image MAC does not verify."""
 
-    def __init__(self, reason: str, conflict: bool = False, crc: bool = False):
+    def __init__(self, reason: str, conflict: bool = False, crc: bool = False,
+                 mac: bool = False):
         super().__init__(reason)
-        self.reason, self.conflict, self.crc = reason, conflict, crc
+        self.reason, self.conflict, self.crc, self.mac = reason, conflict, crc, mac
 
 
 @dataclass(frozen=True)
@@ -66,6 +90,7 @@ class Image:
     version: str  # "x.yy.zz"
     length: int
     crc32: int
+    mac: bytes = bytes(MAC_SIZE)
 
 
 def _bitmap_bytes(meter) -> int:
@@ -138,7 +163,55 @@ def parse_header(raw: bytes, limit: int) -> Image:
     version = f"{major}.{minor:02d}.{build:02d}"
     if not HEADER_SIZE <= header.length <= limit:
         raise DownloadRefused(f"image length {header.length} outside {HEADER_SIZE}..{limit}")
-    return Image(bytes(header.program_id), version, header.length, header.crc32)
+    return Image(bytes(header.program_id), version, header.length, header.crc32,
+                 bytes(header.mac))
+
+
+def mac_input(image: bytes) -> bytes:
+    """What the image MAC covers: the whole image but the MAC field itself."""
+    return image[:MAC_OFFSET] + image[HEADER_SIZE:]
+
+
+def build_image(program_id: bytes, version: str, body: bytes, mac_key: bytes | None = None
+                ) -> bytes:
+    """An image in the format above; the MAC stays zero without a key. ValueError (with the
+    reason) for a program ID that is not 8 bytes or a version out of range."""
+    if len(program_id) != 8:
+        raise ValueError(f"a program ID has 8 bytes, not {len(program_id)}")
+    try:
+        packed = packed_version(version)
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
+    header = dict(program_id=program_id, firmware_version=packed,
+                  length=HEADER_SIZE + len(body), crc32=zlib.crc32(body), mac=bytes(MAC_SIZE))
+    image = HEADER.build(header) + body
+    if mac_key is None:
+        return image
+    from ..security.aes import image_mac
+
+    return image[:MAC_OFFSET] + image_mac(mac_key, mac_input(image)) + image[HEADER_SIZE:]
+
+
+def inspect_image(data: bytes, mac_key: bytes | None = None) -> tuple[Image, list[str]]:
+    """The header of an image file and what is wrong with the file (empty: nothing): length,
+    CRC-32 and, given a key, the MAC. DownloadRefused if there is no valid header at all."""
+    if len(data) < HEADER_SIZE:
+        raise DownloadRefused(f"{len(data)} bytes; an image has a {HEADER_SIZE}-byte header")
+    image = parse_header(data, 1 << 32)
+    problems = []
+    if len(data) != image.length:
+        problems.append(f"the file has {len(data)} bytes, the header says {image.length}")
+    elif zlib.crc32(data[HEADER_SIZE:]) != image.crc32:
+        problems.append("the CRC-32 of the body does not match the header")
+    if mac_key is not None and not _mac_matches(mac_key, data, image):
+        problems.append("the image MAC does not verify with this key")
+    return image, problems
+
+
+def _mac_matches(key: bytes, data: bytes, image: Image) -> bool:
+    from ..security.aes import image_mac
+
+    return hmac.compare_digest(image_mac(key, mac_input(data)), image.mac)
 
 
 def _expected_size(image: Image, number: int) -> int:
@@ -236,11 +309,12 @@ def switch(meter, now: float, user_id: int = USER_NONE) -> tuple[int, str]:
     identity = state["banks"][target]["image"]
     if identity is None:
         try:
-            image, _ = complete_image(meter)
+            image, data = complete_image(meter)
         except DownloadRefused as refused:
             if refused.crc:
                 conditions.begin(meter, "software_crc_error", now, target, user_id)
             raise
+        _check_mac(meter, image, data)
         identity = {"version": image.version, "program_id": image.program_id.hex().upper()}
     running = meter.profile.identity
     try:
@@ -259,6 +333,34 @@ def switch(meter, now: float, user_id: int = USER_NONE) -> tuple[int, str]:
     log.warning("meter %s: switched to code bank %d, firmware %s", meter.id, target,
                 identity["version"])
     return target, identity["version"]
+
+
+def _check_mac(meter, image: Image, data: bytes) -> None:
+    """With OSGP-AES-128-PSK only an image whose MAC verifies under the unicast OMA key runs."""
+    from . import keys
+
+    if keys.security_mode(meter) != keys.AES_PSK:
+        return
+    key = keys.oma_key(meter, 0)  # None: no AES key provisioned, nothing can verify
+    if key is None or not _mac_matches(key, data, image):
+        raise DownloadRefused("the image MAC does not verify under the meter's OMA key",
+                              mac=True)
+
+
+def mac_matches(meter, length: int, mac: bytes) -> bool:
+    """For EP19 type 9 (MEP download switchover): do Image Length and Image MAC name the
+    complete image in the inactive bank, under the meter's unicast OMA key?"""
+    from . import keys
+
+    try:
+        image, data = complete_image(meter)
+    except DownloadRefused:
+        return False
+    from ..security.aes import image_mac
+
+    key = keys.oma_key(meter, 0)
+    return key is not None and length == image.length and hmac.compare_digest(
+        image_mac(key, mac_input(data)), mac)
 
 
 def _apply_identity(meter, identity: dict) -> None:

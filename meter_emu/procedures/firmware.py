@@ -24,6 +24,8 @@ _FORMAT = "the packet size and the image header are described in meter_emu/devic
 
 
 def _failed(refused: firmware.DownloadRefused) -> ProcedureFailed:
+    if refused.mac:
+        return ProcedureFailed(ResultCode.NO_AUTHORIZATION, refused.reason)
     code = ResultCode.CONFLICT_WITH_SETUP if refused.conflict else ResultCode.INVALID_PARAMETER
     return ProcedureFailed(code, refused.reason)
 
@@ -96,10 +98,11 @@ _EP10_RESPONSE = Struct("bank" / UINT8, "firmware_version" / UINT16)
 
 def _switch(meter, p, ctx) -> Result:
     """EP10: restart into the inactive code bank, which must hold a complete image whose
-    CRC-32 matches its header (or the previous image): events 1, 2 (reset cause 5), 78 (BT03
-    Code Bank Changed) and 36 (the new version); BT01 and ET04 report the new firmware version
-    and program ID, ET04's IDT version increments. A CRC failure raises BT03 Software CRC
-    Error. Response: the new active bank and its packed version (as BT01.14-15)."""
+    CRC-32 matches its header (or the previous image) and, in AES security mode, whose image
+    MAC verifies: events 1, 2 (reset cause 5), 78 (BT03 Code Bank Changed) and 36 (the new
+    version); BT01 and ET04 report the new firmware version and program ID, ET04's IDT
+    version increments. A CRC failure raises BT03 Software CRC Error. A refused image changes
+    nothing else. Response: the new active bank and its packed version (as BT01.14-15)."""
     try:
         bank, version = firmware.switch(meter, ctx.now, ctx.user_id)
     except firmware.DownloadRefused as refused:
@@ -113,7 +116,8 @@ declare(
     execute=FIRMWARE_KEYS,
     params=Struct(),
     run=_switch,
-    results={3: "the inactive bank holds no complete image, or its CRC-32 fails"},
+    results={3: "the inactive bank holds no complete image, or its CRC-32 fails",
+             5: "OSGP-AES-128-PSK: the image MAC does not verify under the OMA key"},
     response=_EP10_RESPONSE,
     idempotent=False,  # a second switch goes back to the other bank
     provenance=designed(f"{_ECH}; no parameters: the meter switches to the bank it does not "
