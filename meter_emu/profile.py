@@ -98,18 +98,25 @@ def _parse_override(item: str) -> dict:
     return tree
 
 
-def _key_bytes(origin: str, name: str, text: str) -> bytes:
+def key_text_bytes(text: str) -> bytes:
+    """A key as profiles and the CLI write it: ASCII text, or ``hex:`` and hex digits.
+    ValueError says which form was broken."""
     if text.startswith("hex:"):
         try:
-            raw = bytes.fromhex(text[4:])
+            return bytes.fromhex(text[4:])
         except ValueError:
-            raise ProfileError(f"profile {origin}: keys.{name} is not valid hex") from None
-    else:
-        try:
-            raw = text.encode("ascii")
-        except UnicodeEncodeError:
-            raise ProfileError(
-                f"profile {origin}: keys.{name} must be ASCII (or hex:...)") from None
+            raise ValueError("is not valid hex") from None
+    try:
+        return text.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError("must be ASCII (or hex:...)") from None
+
+
+def _key_bytes(origin: str, name: str, text: str) -> bytes:
+    try:
+        raw = key_text_bytes(text)
+    except ValueError as exc:
+        raise ProfileError(f"profile {origin}: keys.{name} {exc}") from None
     if len(raw) > 20:
         raise ProfileError(f"profile {origin}: keys.{name} is {len(raw)} bytes; at most 20")
     return raw.ljust(20, b"\0")  # C12.18 passwords are 20 bytes, NUL-padded

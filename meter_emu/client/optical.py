@@ -3,7 +3,7 @@
 Three parts, so that a head-end or a test can take the one it needs:
 
 * ``PacketParser`` (sans-I/O): bytes from the meter in, link events out (ACK, NAK, a packet,
-  a packet with a bad CRC). Packets are framed with the server's own ``frame`` (same layout,
+  a packet with a bad CRC). Packets are framed with the server's own ``packetize`` (same layout,
   CRC-16/X-25 from meter_emu/crc.py: reference/osgp-app-layer.md section 3.2).
 * transports: ``open_transport(url)`` for ``tcp://HOST:PORT`` / ``socket://HOST:PORT``
   (a socket) or a device path (a pty slave or ``/dev/ttyUSB0``, 9600 8N1 with pyserial), and
@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 from ..crc import crc16
 from ..device.errors import ResponseCode
-from ..ports.optical.link import (ACK, CTRL_FIRST, CTRL_MULTI, CTRL_TOGGLE, HEADER, MAX_LENGTH,
-                                  NAK, OVERHEAD, STP, describe, frame)
+from ..ports.optical.link import (ACK, CTRL_FIRST, CTRL_MULTI, HEADER, MAX_LENGTH,
+                                  NAK, OVERHEAD, STP, describe, packetize)
+from ..profile import key_text_bytes
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,10 @@ class PsemError(ClientError):
 def parse_password(text: str) -> bytes:
     """A key as the profiles write it: up to 20 ASCII characters, or ``hex:`` and up to 40 hex
     digits; NUL-padded to the 20 bytes of the security service."""
-    if text.startswith("hex:"):
-        try:
-            raw = bytes.fromhex(text[4:])
-        except ValueError:
-            raise ValueError(f"{text!r}: hex: must be followed by hex digits") from None
-    else:
-        try:
-            raw = text.encode("ascii")
-        except UnicodeEncodeError:
-            raise ValueError(f"{text!r}: a key is ASCII text or hex:...") from None
+    try:
+        raw = key_text_bytes(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} {exc}") from None
     if len(raw) > PASSWORD_SIZE:
         raise ValueError(f"a key has at most {PASSWORD_SIZE} bytes, not {len(raw)}")
     return raw.ljust(PASSWORD_SIZE, b"\0")
@@ -244,14 +239,9 @@ class OpticalClient:
     def request(self, apdu: bytes) -> bytes:
         """Send one request APDU, return the response APDU (response code first)."""
         log.debug("-> %s", describe(apdu))
-        size = self.packet_size - OVERHEAD
-        chunks = [apdu[i:i + size] for i in range(0, len(apdu), size)] or [b""]
-        for index, chunk in enumerate(chunks):
-            ctrl = self._toggle
-            if len(chunks) > 1:
-                ctrl |= CTRL_MULTI | (CTRL_FIRST if index == 0 else 0)
-            self._send_packet(frame(chunk, ctrl, len(chunks) - 1 - index))
-            self._toggle ^= CTRL_TOGGLE
+        packets, self._toggle = packetize(apdu, self.packet_size - OVERHEAD, self._toggle)
+        for packet in packets:
+            self._send_packet(packet)
         response = self._receive_response()
         log.debug("<- %s", response.hex(" "))
         return response

@@ -37,6 +37,21 @@ def frame(data: bytes, ctrl: int = 0, seq: int = 0, identity: int = 0) -> bytes:
     return head + crc16(head).to_bytes(2, "little")
 
 
+def packetize(apdu: bytes, size: int, toggle: int) -> tuple[list[bytes], int]:
+    """Cut an APDU into packets of at most ``size`` data bytes (multi-packet flags and the
+    countdown in the sequence byte); each packet flips the toggle bit. Returns the packets and
+    the toggle bit the next packet starts with. Both sides of the link use it."""
+    chunks = [apdu[i:i + size] for i in range(0, len(apdu), size)] or [b""]
+    packets = []
+    for index, chunk in enumerate(chunks):
+        ctrl = toggle
+        if len(chunks) > 1:
+            ctrl |= CTRL_MULTI | (CTRL_FIRST if index == 0 else 0)
+        packets.append(frame(chunk, ctrl, len(chunks) - 1 - index))
+        toggle ^= CTRL_TOGGLE
+    return packets, toggle
+
+
 def describe(payload: bytes) -> str:
     """Hex for the log, with passwords (security request) never shown."""
     if payload[:1] == bytes([SECURITY_REQUEST]):
@@ -151,15 +166,8 @@ class C1218Link:
     # ---- output -----------------------------------------------------------------------
     def _packetize(self, apdu: bytes) -> list[bytes]:
         """Frame a response in packets of the negotiated size; each new packet flips the toggle."""
-        size = max(1, self.session.packet_size - OVERHEAD)
-        chunks = [apdu[i:i + size] for i in range(0, len(apdu), size)] or [b""]
-        packets = []
-        for index, chunk in enumerate(chunks):
-            ctrl = self._toggle
-            if len(chunks) > 1:
-                ctrl |= CTRL_MULTI | (CTRL_FIRST if index == 0 else 0)
-            packets.append(frame(chunk, ctrl, len(chunks) - 1 - index))
-            self._toggle ^= CTRL_TOGGLE
+        packets, self._toggle = packetize(apdu, max(1, self.session.packet_size - OVERHEAD),
+                                          self._toggle)
         return packets
 
     def _send(self, packets: list[bytes], now: float) -> bytes:
