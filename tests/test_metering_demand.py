@@ -88,8 +88,9 @@ def test_without_ep32_the_registers_keep_the_layout_readers_expect(meter):
 
 def test_ep32_publishes_the_default_demands(meter):
     configure(meter)
-    # flags: season, date/time, demand reset counter, cumulative, continuous cumulative
-    assert meter.table_bytes(bt(21), NOW) == bytes.fromhex("37 0c 02 0f 04 00 01 04 00 29")
+    # flags: season, date/time, demand reset counter, cumulative, continuous cumulative; the
+    # self-read sequence number (BT26's BIDN) once demand is configured (MEP p.201)
+    assert meter.table_bytes(bt(21), NOW) == bytes.fromhex("37 0e 02 0f 04 00 01 04 00 29")
     # ET48: configured maxima of Fwd W, Rev W, Import var, Export var, no coincident values
     assert meter.table_bytes(et(48), NOW)[:16] == bytes.fromhex(
         "0308ffff 0309ffff 030affff 030bffff")
