@@ -82,18 +82,19 @@ def main(args) -> int:
 
 
 class _Usage(Exception):
-    pass
+    """A command line the user must fix: exit code 2 with the message."""
 
 
 def _mac_key(text: str | None) -> bytes | None:
     """An AES-128 OMA key: as the profiles write keys, but 16 bytes."""
+    from .profile import key_text_bytes
     from .security.aes import KEY_SIZE
 
     if text is None:
         return None
     try:
-        key = bytes.fromhex(text[4:]) if text.startswith("hex:") else text.encode("ascii")
-    except (ValueError, UnicodeEncodeError):
+        key = key_text_bytes(text)
+    except ValueError:
         raise _Usage(f"--mac-key {text!r}: {_KEY_FORMS}") from None
     if len(key) != KEY_SIZE:
         raise _Usage(f"--mac-key has {len(key)} bytes; an AES-128 key has {KEY_SIZE} "
