@@ -1028,11 +1028,12 @@ def _expiries(meter) -> list[tuple[float, dict]]:
     server = _server(meter)
     if server is None or server["queue"] is None:
         return []
+    waiting = [e for e in server["queue"]["entries"] if e is not None and e["result"] == PENDING]
+    if not waiting:  # the usual case, on every advance: no ET51 parse
+        return []
     clients = _parse(meter, 51, 0.0).clients
     expiries = []
-    for entry in server["queue"]["entries"]:
-        if entry is None or entry["result"] != PENDING:
-            continue
+    for entry in waiting:
         channels = [slot_channel(meter, slot) or 1 for slot in entry["targets"]] or [1]
         timeout = clients[min(channels[0], len(clients)) - 1].on_demand_timeout
         expiries.append((entry["posted"] + timeout, entry))
