@@ -200,6 +200,20 @@ def _et04_apply(meter, values, ctx):
     return values
 
 
+def set_system_fields(meter, **values) -> None:
+    """Set ET04 fields the meter itself maintains (the PLC sequence number, subnet/node and
+    Neuron state after commissioning, the broadcast receipt time, the FCM count ...), by their
+    layout names. Slow path (a parse and a build): call it when something changes, not per
+    message."""
+    current = _ET04.parse(meter.table_bytes(et(4), 0.0))
+    for name, value in values.items():
+        if name not in current:
+            raise KeyError(f"ET04 has no field {name!r}")
+        current[name] = value
+    meter.state.tables[et(4)] = _ET04.build(current)
+    meter.dirty = True
+
+
 def increment_idt_version(meter) -> int:
     """ET04.116 IDT Version + 1 (wrapping), as EP06, EP11, EP32, EP33 and EP37 do (MEP p.65).
     The MEP sequence number the meter expects moves on by 25 with it, so that a MEP client's
