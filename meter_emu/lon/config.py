@@ -4,15 +4,16 @@ node state. Network management (netmgmt.py) and the Fast Commission Message chan
 keeps it (``to_doc``/``from_doc``) in its state so commissioning survives a restart.
 
 A domain's key is 6 bytes (classic 48-bit authentication) or 12 bytes (the OMA 96-bit variant,
-section 4.5 of reference/lower-layers.md). Node states follow 14908.1: 2 unconfigured, 3 hard
-offline, 4 configured (online), 6 configured offline (ET04.76 "Neuron State" shows it).
+section 4.5 of reference/lower-layers.md). Node states follow 14908.1: 2 unconfigured, 4
+configured (online), 6 hard offline, 12 configured soft offline (ET04.72 "Neuron State" shows
+it; 3, applicationless, a meter never is).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-UNCONFIGURED, HARD_OFFLINE, CONFIGURED, SOFT_OFFLINE = 2, 3, 4, 6
+UNCONFIGURED, HARD_OFFLINE, CONFIGURED, SOFT_OFFLINE = 2, 6, 4, 12
 
 
 @dataclass
