@@ -23,6 +23,8 @@ class ResponseCode(enum.IntEnum):
     ISSS = 0x0A  # invalid service sequence state
     SME = 0x0B  # OSGP/MEP: digest (authentication) failure
     UAT = 0x0C  # OSGP/MEP: invalid sequence number
+    INC = 0x1E  # OSGP PLC: incompatible (the request exceeds the PLC limits; plc/server.py)
+    IFC = 0x1F  # OSGP PLC: interface change (IDT version moved; plc/server.py)
 
 
 class ServiceError(Exception):
