@@ -139,7 +139,7 @@ class _Watch:
 
     def __init__(self, meter):
         self.limits = _Limits(meter)
-        self.et04 = meter.state.tables.get(ET04)
+        self.et04 = _et04_settings(meter.state.tables.get(ET04))
         self.et55 = meter.state.tables.get(ET55)
         self.sample = None
         self.pending = True
@@ -150,10 +150,17 @@ class _Watch:
 _WATCHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
+def _et04_settings(raw: bytes | None) -> bytes | None:
+    """ET04 without ET04.0, the PLC sequence number, which moves with every PLC request and
+    changes no threshold: rebuilding the limits on each request would cost more than the read."""
+    return None if raw is None else raw[4:]
+
+
 def _watch(meter) -> _Watch:
     watch = _WATCHES.get(meter)
     tables = meter.state.tables
-    if watch is None or watch.et04 is not tables.get(ET04) or watch.et55 is not tables.get(ET55):
+    if (watch is None or watch.et55 is not tables.get(ET55)
+            or watch.et04 != _et04_settings(tables.get(ET04))):
         watch = _WATCHES[meter] = _Watch(meter)
     return watch
 
