@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from ..events import OMA_KEY_CHANGED, USER_PLC
 from ..profile import SECURITY_MODES
-from ..tables.catalog import et
 
 RC4, AES_PSK = 0, 2  # ET04.127 Security Mode (MEP p.66)
 UNICAST, BROADCAST = 0, 1
@@ -39,7 +38,7 @@ WARNING_PERCENT = 80  # MEP p.65
 USAGE_WARNING = 0x0100  # event 108's argument: high byte 1 = usage reached WARNING_PERCENT
 MAX_COUNT = 0xFFFFFFFF
 
-_ET04 = et(4)
+_ET04 = 2048 + 4  # ET04 (catalog.et(4); not imported: the tables import this module)
 _ET04_MAX_USAGE = 123  # UINT32, LSB first
 _ET04_MODE = 127
 
