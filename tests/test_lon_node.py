@@ -518,6 +518,22 @@ def test_deferred_request_answers_on_respond_and_drops_duplicates_meanwhile():
     assert app_a.done[0].responses[0].apdu == b"\x00late" and len(app_b.seen) == 1
 
 
+def test_deferred_request_outlives_its_receive_timer():
+    """A retry arriving after the receive timer while the answer is still being prepared (an
+    LTEP hop, a delayed discovery answer) must not run the request a second time."""
+    a, _ = make(1, 5)
+    b, app_b = make(1, 9, non_group_receive_timer=4)  # 512 ms
+    app_b.answer = lambda ind: DEFER
+    a.send(b"\x30", SubnetNode(1, 9), 0.0)
+    [req] = a.poll(0.0)
+    b.receive(req, 0.0)
+    assert b.receive(req, 2.0) == []  # long past 512 ms, still pending: dropped
+    b.respond(app_b.seen[0].ref, b"\x00late", 2.5)
+    [resp] = b.poll(2.5)
+    assert b.receive(req, 2.9) == [resp]  # the timer restarted at the answer
+    assert len(app_b.seen) == 1
+
+
 # -- flex domain and the receive filter ------------------------------------------------------
 
 def test_dx_trace_unconfigured_node_acks_a_wink_in_the_flex_domain():

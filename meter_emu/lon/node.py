@@ -366,10 +366,13 @@ class Node:
         key = self._record_key(npdu, lpdu.priority)
         records = self._records
         record = records.get(key)
-        if record is not None and record.tid == pdu.tid and record.expires > now:
+        # a deferred request stays a duplicate until answered, however long the answer takes
+        if record is not None and record.tid == pdu.tid and (record.expires > now
+                                                             or record.state == _PENDING):
             return self._duplicate(record, now)
         if record is None and len(records) >= MAX_RECEIVE_RECORDS:
-            for stale in [k for k, r in records.items() if r.expires <= now]:
+            for stale in [k for k, r in records.items()
+                          if r.expires <= now and r.state != _PENDING]:
                 del records[stale]
             if len(records) >= MAX_RECEIVE_RECORDS:
                 self.stats["receive_transaction_full"] += 1
@@ -531,6 +534,7 @@ class Node:
             return
         record.reply = self._frame_back(record, Spdu(fr.RESPONSE, record.tid, bytes(apdu)))
         record.state = _DELIVERED
+        record.expires = now + record.timer  # retries of the request now get this answer
         if not self._outbox:
             self._outbox_at = now
         self._outbox.append(record.reply)
