@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 
 #: OSGP over PLC: full read without a length, no checksums (designed, see above)
 PLC = Dialect(checksum=False, full_read_length=False)
-INCOMPATIBLE = 0x1E
 SEQUENCE_WINDOW = 8
 IDT_STEP = 25
 SUBSYSTEM = "plc"
@@ -69,14 +68,6 @@ _WRAP = 0xFFFFFFFF
 _ET04 = et(4)
 # ET04 offsets (MEP p.54-66)
 _RECEIPT, _BASE, _DELTA, _IDT, _WAIT = 76, 82, 86, 116, 122
-
-
-class _Refused(Exception):
-    """A request answered by a bare response code outside ResponseCode (0x1E)."""
-
-    def __init__(self, code: int, reason: str):
-        super().__init__(reason)
-        self.code, self.reason = code, reason
 
 
 def group_matches(group: int, mine: list[int]) -> bool:
@@ -150,6 +141,14 @@ class PlcServer:
     # -- unicast -------------------------------------------------------------------------
 
     def _unicast(self, message: bytes) -> bytes:
+        return self.secured(message, lambda apdu, encrypted, at:
+                            self._execute(apdu, len(message), at))
+
+    def secured(self, message: bytes, execute) -> bytes:
+        """Open a unicast secured request (unicast key, key use counted, sequence window,
+        0x1F), and answer ``execute(apdu, encrypted, at) -> code ‖ data`` sealed; 0x0B, 0x0C
+        and 0x1F as for the table services. ``encrypted``: the request came encrypted (always
+        in AES mode), so a service carrying keys (FCM) can refuse a plaintext one."""
         meter, at = self.meter, self.clock.now()
         secured = self._suite(keys.UNICAST)
         opened = None
@@ -176,7 +175,8 @@ class PlcServer:
                      expected)
             return exchange.refuse(INVALID_SEQUENCE, expected)
         self._set_sequence(state, (sequence + 1) & _WRAP)
-        return exchange.seal(self._execute(apdu, len(message), at))
+        encrypted = secured.mode == "aes" or getattr(exchange, "stream", None) is not None
+        return exchange.seal(execute(apdu, encrypted, at))
 
     def _execute(self, apdu: bytes, size: int, at: float) -> bytes:
         try:
@@ -187,10 +187,10 @@ class PlcServer:
             response = handle_table_service(PLC, self.meter, apdu, Key.PLC, at,
                                             user_id=USER_PLC, port=self.port)
             if len(response) + DIGEST > MAX_APDU:
-                raise _Refused(INCOMPATIBLE, f"a {len(response) - 3}-byte full read exceeds "
-                                             f"{MAX_READ} bytes; use partial reads")
+                raise ServiceError(ResponseCode.INC, f"a {len(response) - 3}-byte full read "
+                                   f"exceeds {MAX_READ} bytes; use partial reads")
             return response
-        except (ServiceError, _Refused) as error:
+        except ServiceError as error:
             log.debug("%s: answering 0x%02X to %s: %s", self.meter.id, error.code,
                       apdu[:3].hex(), error.reason)
             return bytes([error.code])
@@ -201,13 +201,14 @@ class PlcServer:
         if code == PARTIAL_READ and len(apdu) >= 8:
             count = int.from_bytes(apdu[6:8], "big")
             if count > MAX_READ:
-                raise _Refused(INCOMPATIBLE, f"partial read of {count} > {MAX_READ} bytes")
+                raise ServiceError(ResponseCode.INC, f"partial read of {count} > {MAX_READ} bytes")
         elif code == PARTIAL_WRITE and len(apdu) >= 8:
             count = int.from_bytes(apdu[6:8], "big")
             if count > MAX_WRITE:
-                raise _Refused(INCOMPATIBLE, f"partial write of {count} > {MAX_WRITE} bytes")
+                raise ServiceError(ResponseCode.INC,
+                                   f"partial write of {count} > {MAX_WRITE} bytes")
         if size > MAX_APDU:
-            raise _Refused(INCOMPATIBLE, f"a {size}-byte request exceeds {MAX_APDU} bytes")
+            raise ServiceError(ResponseCode.INC, f"a {size}-byte request exceeds {MAX_APDU} bytes")
 
     def _check_busy(self, at: float) -> None:
         wait = self._et04_byte(_WAIT)

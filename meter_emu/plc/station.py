@@ -23,7 +23,7 @@ import random
 from typing import Callable
 
 from ..device.errors import ResponseCode
-from ..lon.config import CONFIGURED, UNCONFIGURED, Domain, NodeConfig
+from ..lon.config import CONFIGURED, HARD_OFFLINE, SOFT_OFFLINE, UNCONFIGURED, Domain, NodeConfig
 from ..lon.node import Completion, Indication, Node, Service
 from . import FCM, ADD, ATM, LTEP_FAILURE, LTEP_SUCCESS, OSGP_COMMANDS
 
@@ -57,6 +57,8 @@ class MeterStation:
         self.rng = rng or random.Random()
         stored = meter.state.subsystems.get(SUBSYSTEM, {}).get("config")
         config = NodeConfig.from_doc(stored) if stored else profile_config(meter)
+        from .services import join_discovery_domain
+        join_discovery_domain(config)  # every OSGP meter is in it from the factory (D5)
         self.node = Node(config, self, rng=self.rng, name=meter.id)
         self._callbacks: dict[int, Callable[[Completion, float], None]] = {}
         from .server import PlcServer  # the OSGP application proper
@@ -90,6 +92,10 @@ class MeterStation:
             if 0x50 <= code <= 0x7F:
                 from ..lon import netmgmt
                 return netmgmt.handle(self, ind, now)
+            if self.config.state in (HARD_OFFLINE, SOFT_OFFLINE):
+                log.info("%s: offline (state %d): APDU 0x%02X not served", self.meter.id,
+                         self.config.state, code & 0xFF)
+                return None  # no answer: the head-end times out, as with an offline Neuron
             if code in (LTEP_SUCCESS, LTEP_FAILURE):
                 from ..lon import ltep
                 return ltep.handle(self, ind, now)
