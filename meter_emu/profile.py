@@ -165,6 +165,10 @@ def _check_security(origin: str, d: dict) -> None:
            "security.max_key_usage_count", "must be 1..2^32-1")
     _check(origin, 0 <= d["plc"]["sequence_number"] < 2**32, "plc.sequence_number",
            "must be 0..2^32-1")
+    domain = d["plc"]["domain"]
+    _check(origin, re.fullmatch(r"(?:[0-9A-Fa-f]{2}){0,6}", domain) is not None
+           and len(domain) // 2 in (0, 1, 3, 6), "plc.domain",
+           "must be 0, 1, 3 or 6 bytes as hex digits (\"\" = the zero-length domain)")
 
 
 def _check(origin: str, ok: bool, key: str, message: str) -> None:
@@ -342,6 +346,63 @@ class Profile:
             _merge(f"{self.origin} --set", data, _parse_override(item))
         _validate(f"{self.origin} (with --set)", data)
         return Profile(self.origin, data)
+
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
+
+
+def _nth(value: str, index: int, *, keep_width: bool = True) -> str:
+    """``value`` with its trailing number advanced by ``index`` (zero-padded to the same width
+    when ``keep_width``); a value without one gets ``-<index + 1>`` appended."""
+    match = _NUMBERED.match(value)
+    if match is None:
+        return f"{value}-{index + 1}"
+    prefix, digits = match.groups()
+    number = str(int(digits) + index)
+    return prefix + (number.zfill(len(digits)) if keep_width else number)
+
+
+def fleet_profiles(profile: Profile, count: int) -> list[Profile]:
+    """``count`` meters made from one profile, each with its own identity; keys, dimensions
+    and everything else are the profile's.
+
+    The rule (meter ``i`` = 0 .. count-1; meter 0 is the profile itself):
+
+    * meter.id: a trailing number advances by i (``meter-1`` -> ``meter-1`` ... ``meter-N``);
+      an id without one gets ``-1`` ... ``-N`` appended;
+    * identity.serial_number, device_id, utility_serial_number: the trailing number advances
+      by i, keeping its width (``...12345678`` -> ``...12345679``);
+    * identity.neuron_id: the 48-bit number + i;
+    * a commissioned profile (subnet and node set) numbers the nodes on from its own address:
+      node + i, continuing on the next subnet after node 127.
+
+    A value that overflows its field is refused (ProfileError) like any bad profile value.
+    """
+    if count < 1:
+        raise ProfileError(f"--count {count}: at least one meter")
+    if count == 1:
+        return [profile]
+    base = profile.data
+    ident = base["identity"]
+    fleet = []
+    for index in range(count):
+        data = copy.deepcopy(base)
+        data["meter"]["id"] = _nth(base["meter"]["id"], index, keep_width=False)
+        new = data["identity"]
+        for key in ("serial_number", "device_id", "utility_serial_number"):
+            new[key] = _nth(ident[key], index) if index else ident[key]
+        nid = int(ident["neuron_id"], 16) + index
+        if nid >= 1 << 48:
+            raise ProfileError(f"--count {count}: Neuron IDs from {ident['neuron_id']} pass "
+                               "FFFFFFFFFFFF")
+        new["neuron_id"] = f"{nid:012X}"
+        if ident["subnet"] and ident["node"]:
+            slot = (ident["subnet"] - 1) * 127 + (ident["node"] - 1) + index
+            new["subnet"], new["node"] = slot // 127 + 1, slot % 127 + 1
+        origin = f"{profile.origin} (fleet meter {index + 1} of {count})"
+        _validate(origin, data)
+        fleet.append(Profile(origin, data))
+    return fleet
 
 
 def load_profile(name_or_path: str = "default", overrides: list[str] = ()) -> Profile:

@@ -20,11 +20,15 @@ from .device.meter import Meter, start_time
 from .ports.mep import inter_char_timeout, mep_protocol
 from .ports.optical import optical_protocol
 from .ports.transport import PortUrlError, open_endpoint
-from .profile import Profile
+from .profile import Profile, fleet_profiles
 from .store import StateStore
 from .tables.dimensions import product_dimensions
 
 log = logging.getLogger(__name__)
+
+
+#: the CN/IP port: 1628, where Wireshark/tshark expect CN/IP
+DEFAULT_CNIP = "udp://127.0.0.1:1628"
 
 
 @dataclass
@@ -35,6 +39,9 @@ class RunOptions:
     mqtt: str = "embedded"
     state_dir: str | None = None
     ready_file: str | None = None
+    cnip: str = DEFAULT_CNIP  # the fleet's CN/IP endpoint (PLC over UDP)
+    pcap: str | None = None  # write the CN/IP channel's frames here
+    count: int = 1  # meters in this process (profile.fleet_profiles)
 
 
 #: where ``--mqtt embedded`` listens: the standard MQTT port, so mosquitto_pub needs no -p
@@ -136,14 +143,37 @@ def _mep_factory(channel: int, url: str):
     return factory
 
 
+async def start_cnip(options: RunOptions, meters, clock, persist):
+    """One CN/IP endpoint with a station (plc/station.py) per meter. The default port, when
+    taken (another emulator), gives way to a free port with a warning; a port the user chose
+    fails with the reason. Returns (endpoint or None, stations)."""
+    if options.cnip == "off":
+        if options.pcap:
+            raise PortUrlError("--pcap records the CN/IP channel; it needs --cnip")
+        return None, []
+    from .cnip.endpoint import open_cnip
+    from .plc.station import MeterStation
+
+    stations = [MeterStation(meter, clock) for meter in meters]
+    try:
+        endpoint = await open_cnip(options.cnip, stations, persist, pcap=options.pcap)
+    except PortUrlError as exc:
+        if options.cnip != DEFAULT_CNIP:
+            raise
+        log.warning("%s; CN/IP takes a free port (--cnip udp://127.0.0.1:0 does so quietly)",
+                    exc)
+        endpoint = await open_cnip("udp://127.0.0.1:0", stations, persist, pcap=options.pcap)
+    return endpoint, stations
+
+
 async def run(profile: Profile, options: RunOptions) -> None:
     if options.ready_file:
         Path(options.ready_file).unlink(missing_ok=True)  # a stale file from a killed run
     store = StateStore(options.state_dir) if options.state_dir else None
-    state = store.load(profile.meter.id) if store else None
     clock = VirtualClock(start_time(profile), profile.clock.rate)
-    meter = Meter(profile, state, clock.now())
-    meters = [meter]
+    meters = [Meter(p, store.load(p.meter.id) if store else None, clock.now())
+              for p in fleet_profiles(profile, options.count)]
+    meter = meters[0]  # the optical and MEP ports serve the first meter
 
     def persist() -> None:
         if store is not None:
@@ -172,6 +202,14 @@ async def run(profile: Profile, options: RunOptions) -> None:
         if endpoint is not None:
             endpoints[name] = endpoint
 
+    try:
+        cnip, _stations = await start_cnip(options, meters, clock, persist)
+    except BaseException:
+        for opened in endpoints.values():
+            opened.close()
+        raise
+    if cnip is not None:
+        endpoints["cnip"] = cnip
     ports = {name: endpoint.url for name, endpoint in endpoints.items()}
     try:
         broker, bridge, mqtt_url = await start_mqtt(options.mqtt, meters, clock, persist,
@@ -182,9 +220,18 @@ async def run(profile: Profile, options: RunOptions) -> None:
         raise
     if bridge is not None:
         ports["mqtt"] = mqtt_url
-    print(f"meter-emu: meter {meter.id} ({profile.origin}) is up", flush=True)
+    if len(meters) == 1:
+        print(f"meter-emu: meter {meter.id} ({profile.origin}) is up", flush=True)
+    else:
+        print(f"meter-emu: {len(meters)} meters {meters[0].id} .. {meters[-1].id} "
+              f"({profile.origin}) are up; optical and MEP serve {meter.id}, CN/IP all of them",
+              flush=True)
     for name, url in ports.items():
         print(f"  {name:<8} {url}", flush=True)
+    if cnip is not None:
+        print(f"  PLC over CN/IP: meter-emu client discover --cnip {cnip.url} "
+              f"(OMA key from the profile){'; capture ' + options.pcap if options.pcap else ''}",
+              flush=True)
     if "optical" in ports:
         client = ports["optical"].replace("tcp://", "socket://")
         print(f"  C12.18 clients (termineter: set SERIAL_CONNECTION {client})", flush=True)
@@ -202,7 +249,9 @@ async def run(profile: Profile, options: RunOptions) -> None:
     if store is not None:
         print(f"  state    {store.directory}", flush=True)
     if options.ready_file:
-        write_ready_file(options.ready_file, {"meters": [m.id for m in meters], "ports": ports})
+        write_ready_file(options.ready_file, {
+            "meters": [m.id for m in meters], "ports": ports,
+            "neuron_ids": {m.id: m.profile.identity.neuron_id.upper() for m in meters}})
 
     timed = asyncio.create_task(run_timed_actions(meters, clock, persist))
     stop = asyncio.Event()
