@@ -3,10 +3,13 @@
     meter-emu run [--profile NAME|PATH] [--set section.key=value ...] [--optical URL]
                   [--mep URL] [--mep2 URL] [--mqtt embedded|embedded:PORT|mqtt://HOST:PORT|off]
                   [--state DIR] [--ready-file PATH] [--clock-rate R] [--start-time ISO]
+                  [--cnip udp://HOST:PORT|off] [--pcap FILE] [--count N]
     meter-emu tables [--json] [--markdown]
     meter-emu tables show TABLE [--json] [--profile NAME|PATH] [--set ...] [--state DIR]
     meter-emu procedures [--json] [--markdown]
     meter-emu events [--json] [--markdown]
+    meter-emu client discover|commission|read|write|procedure|load-profile|firmware-broadcast|
+                     status|wink [--cnip URL | --ready-file PATH] [--meter M] [--key K] ...
 """
 
 from __future__ import annotations
@@ -195,6 +198,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="MQTT for injecting quantities: embedded (an in-process broker on "
                           "127.0.0.1:1883), embedded:PORT (0 = any free port), "
                           "mqtt://HOST:PORT (mosquitto, EMQX, ...) or off (default: embedded)")
+    run.add_argument("--cnip", default="udp://127.0.0.1:1628", metavar="URL",
+                     help="PLC over CN/IP (ISO/IEC 14908-4): udp://HOST:PORT (0 = any free "
+                          "port; the default 1628 falls back to a free port if taken) or off "
+                          "(default: udp://127.0.0.1:1628)")
+    run.add_argument("--pcap", metavar="FILE",
+                     help="write every frame on the CN/IP channel to FILE (pcap; tshark -r "
+                          "FILE decodes it)")
+    run.add_argument("--count", type=int, default=1, metavar="N",
+                     help="emulate N meters numbered from the profile (meter-1 .. meter-N, "
+                          "Neuron ID + index, ...), all behind the CN/IP endpoint; optical "
+                          "and MEP serve the first (default: 1)")
     run.add_argument("--state", metavar="DIR",
                      help="keep meter state in DIR so it survives restarts and kill -9")
     run.add_argument("--ready-file", metavar="PATH",
@@ -230,6 +244,8 @@ def _parser() -> argparse.ArgumentParser:
                       metavar="SECTION.KEY=VALUE", help="override one profile value (repeatable)")
     show.add_argument("--state", metavar="DIR", help="a state directory (meter-emu run --state)")
     firmware_cli.add_parser(sub)
+    from .client import plc_cli
+    plc_cli.add_parser(sub)
     return parser
 
 
@@ -325,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "firmware":
         return firmware_cli.main(args)
+    if args.command == "client":
+        from .client import plc_cli
+        return plc_cli.main(args)
     if args.command == "procedures":
         return _catalog_command(args, procedure_listing(), _markdown_procedures,
                                 _print_procedures)
@@ -355,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         profile = load_profile(args.profile, overrides)
         options = RunOptions(optical=args.optical, mep=args.mep, mep2=args.mep2,
-                             mqtt=args.mqtt, state_dir=args.state, ready_file=args.ready_file)
+                             mqtt=args.mqtt, state_dir=args.state, ready_file=args.ready_file,
+                             cnip=args.cnip, pcap=args.pcap, count=args.count)
         asyncio.run(run(profile, options))
     except (ProfileError, PortUrlError, StoreError) as error:
         print(f"meter-emu: {error}", file=sys.stderr)

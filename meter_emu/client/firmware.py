@@ -65,12 +65,22 @@ def received(client: OpticalClient, count: int) -> set[int]:
     return {n for n in range(count) if bitmap[n // 8] >> (n % 8) & 1}
 
 
+def packet_params(image: bytes, number: int) -> bytes:
+    """EP09's parameters for packet ``number``: its offset (UINT32) and its bytes."""
+    return (number * PACKET_SIZE).to_bytes(4, "little") \
+        + image[number * PACKET_SIZE:(number + 1) * PACKET_SIZE]
+
+
 def _call(client: OpticalClient, number: int, params: bytes, what: str) -> bytes:
     result, data = client.procedure(number, params)
     if result != 0:
         raise DownloadError(f"{what}: the meter answered result {result} "
                             f"({RESULTS.get(result, 'unknown')})", result)
     return data
+
+
+#: the same call for other clients (client/plc.py runs this module over the power line)
+call = _call
 
 
 @dataclass
@@ -103,10 +113,8 @@ def download(client: OpticalClient, image: bytes, *, order: Iterable[int] | None
     for index, number in enumerate(todo, 1):
         if not 0 <= number < count:
             raise ValueError(f"packet {number} is not one of the image's {count}")
-        params = (number * PACKET_SIZE).to_bytes(4, "little") \
-            + image[number * PACKET_SIZE:(number + 1) * PACKET_SIZE]
         try:
-            _call(client, EP09, params, f"EP09 packet {number}")
+            _call(client, EP09, packet_params(image, number), f"EP09 packet {number}")
         except DownloadError as error:
             if error.result == 3:
                 raise DownloadError(f"{error}: the inactive bank holds other data (another "

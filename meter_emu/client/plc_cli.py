@@ -1,0 +1,421 @@
+"""``meter-emu client ...``: a head-end on the command line, over CN/IP (client/plc.py).
+
+    meter-emu client discover              [--cnip URL | --ready-file PATH] [--key KEY] ...
+    meter-emu client read TABLE            --meter M [--offset N --count N] [--raw]
+    meter-emu client write TABLE HEX       --meter M [--offset N]
+    meter-emu client procedure PROC [HEX]  --meter M
+    meter-emu client load-profile          --meter M
+    meter-emu client commission            --meter M --subnet S --node N
+    meter-emu client firmware-broadcast IMAGE --group G --meter M [--meter M ...] [--switch]
+    meter-emu client status | wink         --meter M
+
+``--meter``: a Neuron ID (12 hex digits), SUBNET/NODE, or a meter's id from the ready file;
+``--via R1,R2``: repeaters (SUBNET/NODE or Neuron IDs), first hop first. Tables are printed
+decoded with the catalog's layout (``field = value``, bytes as hex); ``--raw`` prints hex.
+
+Exit codes: 0 done; 1 the meter refused (the one-line error names the meter, the response
+code and the request); 2 a usage error; 3 no answer (no meter, lost link).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_ANSWER = 0, 1, 2, 3
+
+
+class _Usage(Exception):
+    """A command line the user must fix: exit code 2 with the message."""
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    where = common.add_argument_group("connection")
+    where.add_argument("--cnip", metavar="URL", help="the CN/IP endpoint, udp://HOST:PORT")
+    where.add_argument("--ready-file", metavar="PATH",
+                       help="a `meter-emu run --ready-file` document: its cnip port (and the "
+                            "meters' ids for --meter)")
+    where.add_argument("--key", metavar="KEY",
+                       help="the OMA key as profiles write it (12 or 16 ASCII characters, or "
+                            "hex:...); default: the default profile's keys.oma")
+    where.add_argument("--mode", choices=["rc4", "aes"],
+                       help="PLC security mode (default: the default profile's)")
+    where.add_argument("--encrypt", action="store_true", help="encrypt the requests' data")
+    where.add_argument("--meter", action="append", default=[], metavar="M",
+                       help="Neuron ID (12 hex digits), SUBNET/NODE or a ready-file meter id")
+    where.add_argument("--via", metavar="R1,R2", default="",
+                       help="repeaters on the way to the meter, first hop first")
+    where.add_argument("--domain", metavar="HEX", default="",
+                       help="the domain ID of the meters and the head-end (0, 1, 3 or 6 bytes "
+                            "hex; default: the zero-length domain)")
+    where.add_argument("--address", metavar="SUBNET/NODE",
+                       help="the head-end's own address (default: subnet 255, a random node, "
+                            "so that a command run right after another is not taken for its "
+                            "repetition)")
+    where.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                       help="seconds one message may take, retries included (default 10)")
+    where.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
+def add_parser(sub) -> None:
+    """Register ``client`` on the top-level sub-parsers."""
+    common = _common()
+    client = sub.add_parser(
+        "client", help="a head-end: talk OSGP to meters over CN/IP",
+        description="A head-end / data concentrator over CN/IP: discover and commission "
+                    "meters, read and write tables, run procedures, read the load profile, "
+                    "broadcast firmware, query the 14908.1 node.",
+        epilog="Exit codes: 0 done, 1 refused by the meter, 2 usage error, 3 no answer.")
+    actions = client.add_subparsers(dest="client_command", required=True)
+
+    discover = actions.add_parser("discover", parents=[common],
+                                  help="find the meters (Automated Device Discovery)")
+    discover.add_argument("--duration", type=float, default=5.0, metavar="S",
+                          help="how long to collect answers (default 5 s)")
+
+    read = actions.add_parser("read", parents=[common], help="read a table, decoded")
+    read.add_argument("table", help="BT01, ET04, or a wire ID such as 1 or 2052")
+    read.add_argument("--offset", type=int, help="partial read: first byte")
+    read.add_argument("--count", type=int, help="partial read: bytes")
+    read.add_argument("--raw", action="store_true", help="print the bytes as hex")
+
+    write = actions.add_parser("write", parents=[common], help="write a table")
+    write.add_argument("table")
+    write.add_argument("data", help="the bytes, hex")
+    write.add_argument("--offset", type=int, help="partial write at this offset")
+
+    proc = actions.add_parser("procedure", parents=[common], help="run a procedure")
+    proc.add_argument("procedure", help="BP10, EP27, or a number (2048 + n for EP n)")
+    proc.add_argument("params", nargs="?", default="", help="parameters, hex")
+
+    actions.add_parser("load-profile", parents=[common],
+                       help="read the load profile (BT61/BT62/BT63, then BT64 blocks)"
+                       ).add_argument("--data-set", type=int, default=1, choices=[1, 2, 3, 4])
+
+    commission = actions.add_parser("commission", parents=[common],
+                                    help="commission a meter (Fast Commission Message)")
+    commission.add_argument("--subnet", type=int, required=True)
+    commission.add_argument("--node", type=int, required=True)
+
+    fw = actions.add_parser("firmware-broadcast", parents=[common],
+                            help="an image to a broadcast group, then unicast fill-in")
+    fw.add_argument("image", help="an image file (meter-emu firmware build)")
+    fw.add_argument("--group", type=lambda t: int(t, 0), required=True,
+                    help="the EP27 broadcast group ID (set up beforehand)")
+    fw.add_argument("--switch", action="store_true", help="EP10 on each meter afterwards")
+
+    actions.add_parser("status", parents=[common], help="14908.1 query status of a meter")
+    actions.add_parser("wink", parents=[common], help="make a meter wink")
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _ready(args) -> dict:
+    if not args.ready_file:
+        return {}
+    try:
+        return json.loads(Path(args.ready_file).read_text())
+    except (OSError, ValueError) as error:
+        raise _Usage(f"--ready-file {args.ready_file}: {error}") from None
+
+
+def _cnip_url(args, ready: dict) -> str:
+    url = args.cnip or ready.get("ports", {}).get("cnip")
+    if not url or url == "off":
+        raise _Usage("where is the meter? give --cnip udp://HOST:PORT or --ready-file PATH")
+    return url
+
+
+def _key(args) -> tuple[bytes, str]:
+    from ..profile import load_profile, key_text_bytes
+
+    profile = load_profile()
+    mode = args.mode or profile.security.mode
+    if args.key is None:
+        return profile.oma_key(), mode
+    try:
+        key = key_text_bytes(args.key)
+    except ValueError as error:
+        raise _Usage(f"--key {error}") from None
+    wanted = {"rc4": 12, "aes": 16}[mode]
+    if len(key) != wanted:
+        raise _Usage(f"--key has {len(key)} bytes; {mode} needs {wanted}")
+    return key, mode
+
+
+def _resolve_meter(text: str, ready: dict):
+    """A ready-file id (via its Neuron ID map, when the fleet writes one), else an address."""
+    from .plc import meter_ref
+
+    nids = ready.get("neuron_ids") or ready.get("plc", {}).get("neuron_ids") or {}
+    if text in nids:
+        return meter_ref(nids[text])
+    try:
+        return meter_ref(text)
+    except ValueError as error:
+        known = f" (the ready file's meters: {', '.join(list(nids)[:5])} ...)" if nids else ""
+        raise _Usage(f"--meter {error}{known}") from None
+
+
+def _meters(args, ready: dict, *, required: bool = True) -> list:
+    refs = [_resolve_meter(text, ready) for text in args.meter]
+    if required and not refs:
+        raise _Usage("which meter? give --meter NEURON_ID or SUBNET/NODE")
+    if args.via:
+        refs = [ref.via(*args.via.split(",")) for ref in refs]
+    return refs
+
+
+def _table(text: str) -> int:
+    from ..cli import parse_table_name
+
+    try:
+        return parse_table_name(text)
+    except ValueError as error:
+        raise _Usage(str(error)) from None
+
+
+def _procedure(text: str) -> int:
+    name = text.strip().upper()
+    if name[:2] in ("BP", "EP") and name[2:].isdigit():
+        return int(name[2:]) + (2048 if name[:2] == "EP" else 0)
+    if name.isdigit():
+        return int(name)
+    raise _Usage(f"{text!r} is not a procedure: use BP10, EP27 or a number")
+
+
+def _hex(text: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise _Usage(f"{what} {text!r} is not hex") from None
+
+
+def decoded_lines(table: int, data: bytes, model) -> list[str]:
+    """``field = value`` lines for a whole table parsed with the catalog's layout (bytes as
+    hex, records and arrays flattened to dotted names); hex when the layout does not fit."""
+    from ..tables import CATALOG
+    from ..tables.describe import plain
+
+    spec = CATALOG.get(table)
+    if spec is None:
+        return [data.hex()]
+    try:
+        layout = spec.layout_for(model)
+        if layout.sizeof() != len(data):
+            raise ValueError(f"{len(data)} bytes, the layout has {layout.sizeof()}")
+        values = plain(layout.parse(data))
+    except Exception as error:  # noqa: BLE001 - a table this model sizes differently
+        return [f"# not decoded ({error})", data.hex()]
+    lines: list[str] = []
+    _flatten(values, "", lines)
+    return lines
+
+
+def _flatten(value, name: str, lines: list[str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{name}.{key}" if name else key, lines)
+    elif isinstance(value, list) and value and isinstance(value[0], (dict, list)):
+        for index, item in enumerate(value):
+            _flatten(item, f"{name}[{index}]", lines)
+    else:
+        lines.append(f"{name or 'value'} = {value}")
+
+
+# ---- commands ---------------------------------------------------------------------------------
+
+
+def main(args) -> int:
+    from .firmware import DownloadError
+    from .optical import ClientError
+    from .plc import NoAnswer
+
+    try:
+        return _run(args)
+    except _Usage as error:
+        print(f"meter-emu client: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except NoAnswer as error:
+        print(f"meter-emu client: {error}", file=sys.stderr)
+        return EXIT_NO_ANSWER
+    except (ClientError, DownloadError) as error:
+        print(f"meter-emu client: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+def _run(args) -> int:
+    from ..lon.frame import SubnetNode
+    from .plc import HeadEnd, PlcClient, head_end_config, parse_address
+
+    ready = _ready(args)
+    url = _cnip_url(args, ready)
+    key, mode = _key(args)
+    domain = _hex(args.domain, "--domain")
+    if len(domain) not in (0, 1, 3, 6):
+        raise _Usage("--domain is 0, 1, 3 or 6 bytes")
+    import random
+
+    try:
+        own = parse_address(args.address or f"255/{random.randint(1, 127)}")
+    except ValueError as error:
+        raise _Usage(f"--address {error}") from None
+    if not isinstance(own, SubnetNode):
+        raise _Usage("--address is SUBNET/NODE")
+    command = args.client_command
+    meters = _meters(args, ready, required=command != "discover")
+    try:
+        head_end = HeadEnd.over_cnip(url, head_end_config(domain, own.subnet, own.node),
+                                     timeout=args.timeout)
+    except (ValueError, OSError) as error:
+        raise _Usage(f"--cnip {url}: {error}") from None
+    client = PlcClient(head_end, key, mode=mode, encrypt=args.encrypt, timeout=args.timeout)
+    try:
+        return _COMMANDS[command](client, args, meters)
+    finally:
+        head_end.close()
+
+
+def _discover(client, args, meters) -> int:
+    found = client.discover(duration=args.duration)
+    if args.json:
+        json.dump([{"neuron_id": m.neuron_id.hex().upper(), **_jsonable(m.info),
+                    "strength_db": m.strength_db, "margin_db": m.margin_db, "hops": m.hops}
+                   for m in found], sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    for m in found:
+        extra = " ".join(f"{k}={_text(v)}" for k, v in m.info.items()
+                         if k not in ("strength_db", "margin_db", "hops"))
+        link = "  ".join(f"{name}={'-' if value is None else f'{value:g} dB'}"
+                         for name, value in (("strength", m.strength_db),
+                                             ("margin", m.margin_db)))
+        print(f"{m.neuron_id.hex().upper()}  {link}  hops={m.hops}  {extra}".rstrip())
+    print(f"{len(found)} meter(s) found", file=sys.stderr)
+    return EXIT_OK
+
+
+def _text(value) -> str:
+    return value.hex().upper() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def _jsonable(info: dict) -> dict:
+    return {k: _text(v) if isinstance(v, (bytes, bytearray)) else v for k, v in info.items()}
+
+
+def _read(client, args, meters) -> int:
+    from ..tables.catalog import label
+
+    table = _table(args.table)
+    if (args.offset is None) != (args.count is None) and args.count is None:
+        raise _Usage("a partial read needs --count (and --offset, default 0)")
+    for ref in meters:
+        data = client.read_table(ref, table, args.offset, args.count)
+        if len(meters) > 1:
+            print(f"# meter {ref}")
+        if args.raw or args.offset is not None or args.count is not None:
+            print(data.hex())
+            continue
+        if args.json:
+            from ..tables import CATALOG
+            from ..tables.describe import plain
+
+            values = plain(CATALOG[table].layout_for(client.model_meter()).parse(data))
+            json.dump({"table": label(table), "values": values}, sys.stdout, indent=2)
+            print()
+            continue
+        print(f"# {label(table)} ({len(data)} bytes) from meter {ref}")
+        print("\n".join(decoded_lines(table, data, client.model_meter())))
+    return EXIT_OK
+
+
+def _write(client, args, meters) -> int:
+    table, data = _table(args.table), _hex(args.data, "data")
+    for ref in meters:
+        client.write_table(ref, table, data, args.offset)
+        print(f"meter {ref}: wrote {len(data)} bytes")
+    return EXIT_OK
+
+
+def _procedure_cmd(client, args, meters) -> int:
+    number, params = _procedure(args.procedure), _hex(args.params, "parameters")
+    worst = EXIT_OK
+    for ref in meters:
+        result, data = client.run_procedure(ref, number, params)
+        print(f"meter {ref}: result {result}" + (f" data {data.hex()}" if data else ""))
+        worst = worst if result == 0 else EXIT_REFUSED
+    return worst
+
+
+def _load_profile(client, args, meters) -> int:
+    import datetime as dt
+
+    for ref in meters:
+        lp = client.read_load_profile(ref, args.data_set)
+        g = lp.geometry
+        print(f"# meter {ref}: data set {args.data_set}: {len(lp.blocks)} of {g.blocks} "
+              f"blocks, {g.intervals} intervals of {g.interval_minutes} min, {g.channels} "
+              f"channels (sources {list(g.sources)})")
+        for block in lp.blocks:
+            end = block.end_time
+            day = end.isoformat() if isinstance(end, (dt.datetime, dt.date)) else str(end)
+            for n, interval in enumerate(block.intervals):
+                values = list(interval.channel_values)
+                if any(values):
+                    print(f"{day} #{n:03d} " + " ".join(str(v) for v in values))
+    return EXIT_OK
+
+
+def _commission(client, args, meters) -> int:
+    for ref in meters:
+        new = client.commission(ref, args.subnet, args.node)
+        print(f"meter {ref}: commissioned as {new.address.subnet}/{new.address.node}")
+    return EXIT_OK
+
+
+def _firmware(client, args, meters) -> int:
+    try:
+        image = Path(args.image).read_bytes()
+    except OSError as error:
+        raise _Usage(f"cannot read {args.image}: {error.strerror}") from None
+    report = client.broadcast_firmware(args.group, image, meters, switch=args.switch,
+                                       progress=lambda text: print(text, file=sys.stderr))
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    else:
+        for meter, entry in report.items():
+            print(f"meter {meter}: " + " ".join(f"{k}={v}" for k, v in entry.items()))
+    return EXIT_OK
+
+
+def _status(client, args, meters) -> int:
+    for ref in meters:
+        status = _jsonable(dataclasses.asdict(client.status(ref)))
+        if args.json:
+            json.dump({"meter": str(ref), **status}, sys.stdout, indent=2)
+            print()
+        else:
+            print(f"# meter {ref}")
+            for key, value in status.items():
+                print(f"{key} = {value}")
+    return EXIT_OK
+
+
+def _wink(client, args, meters) -> int:
+    for ref in meters:
+        client.wink(ref)
+        print(f"meter {ref}: winked")
+    return EXIT_OK
+
+
+_COMMANDS = {"discover": _discover, "read": _read, "write": _write,
+             "procedure": _procedure_cmd, "load-profile": _load_profile,
+             "commission": _commission, "firmware-broadcast": _firmware, "status": _status,
+             "wink": _wink}
