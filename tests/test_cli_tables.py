@@ -64,3 +64,10 @@ def test_show_refuses_unknown_tables_with_a_message():
         assert done.returncode == 2 and message in done.stderr, (name, done.stderr)
         assert "Traceback" not in done.stderr
     assert 2 not in CATALOG
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+    """`meter-emu tables | head -1`: the closed pipe ends the listing quietly."""
+    result = subprocess.run(f"{sys.executable} -m meter_emu tables | head -1", shell=True,
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.startswith("table") and result.stderr == ""
