@@ -197,3 +197,17 @@ async def until(predicate, timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+class CompletionsApp:
+    """A head-end node's application in tests: ignores indications, keeps each Completion by
+    its handle."""
+
+    def __init__(self):
+        self.done = {}
+
+    def indicate(self, node, ind, now):
+        return None
+
+    def completed(self, node, completion, now):
+        self.done[completion.handle] = completion

@@ -21,6 +21,7 @@ from meter_emu.plc import services
 from meter_emu.plc.secure import ClientSession
 from meter_emu.plc.station import MeterStation
 from meter_emu.profile import fleet_profiles, load_profile
+from conftest import CompletionsApp
 
 APP_DOMAIN = bytes.fromhex("123456")
 READ_BT01 = b"\x3f\x00\x01\x00\x00\x00\x00\x10"  # partial read of BT01, 16 bytes at 0
@@ -111,15 +112,7 @@ def test_proxy_response_parsing():
 # ---------------------------------------------------------------------------------------
 # On a channel
 
-class HeadApp:
-    def __init__(self):
-        self.done = {}
-
-    def indicate(self, node, ind, now):
-        return None
-
-    def completed(self, node, completion, now):
-        self.done[completion.handle] = completion
+HeadApp = CompletionsApp
 
 
 class Line:

@@ -319,15 +319,7 @@ def test_secured_reads_and_a_group_broadcast_over_a_channel():
     from meter_emu.lon.node import Node
     from meter_emu.plc.station import MeterStation
 
-    class HeadEnd:
-        def __init__(self):
-            self.done = {}
-
-        def indicate(self, node, ind, now):
-            return None
-
-        def completed(self, node, completion, now):
-            self.done[completion.handle] = completion
+    from conftest import CompletionsApp as HeadEnd
 
     channel = Channel(rng=random.Random(5))
     app = HeadEnd()

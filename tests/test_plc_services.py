@@ -26,20 +26,13 @@ from meter_emu.profile import fleet_profiles, load_profile
 from meter_emu.tables.catalog import et
 from meter_emu.tables.extended import _ET04
 from meter_emu.tables.system import broadcast_groups
+from conftest import CompletionsApp
 
 APP_DOMAIN = bytes.fromhex("123456")
 HEAD_NID = bytes.fromhex("FEEDFACE0001")
 
 
-class HeadApp:
-    def __init__(self):
-        self.done = {}
-
-    def indicate(self, node, ind, now):
-        return None
-
-    def completed(self, node, completion, now):
-        self.done[completion.handle] = completion
+HeadApp = CompletionsApp
 
 
 class Rig:
