@@ -152,7 +152,7 @@ def test_arbitrary_bytes_never_break_the_port(chunks):
 def test_mep_port_over_tcp_with_meter_emu_run(tmp_path):
     ready = tmp_path / "ready.json"
     args = [sys.executable, "-m", "meter_emu", "run", "--optical", "off", "--mep",
-            "tcp://127.0.0.1:0", "--mqtt", "off", "--ready-file", str(ready)]
+            "tcp://127.0.0.1:0", "--mqtt", "off", "--cnip", "off", "--ready-file", str(ready)]
     for item in GUIDE_METER:
         args += ["--set", item]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -279,6 +279,8 @@ def decode(data: bytes, *, check_crc: bool = True) -> Lpdu:
         _need(body, pos + 6, "group acknowledgement address")
         if body[pos + 5] > 63:
             raise FrameError(f"group member {body[pos + 5]} is outside 0..63")
+        if not body[pos + 3] & 0x80:
+            raise FrameError("group acknowledgement destination without its selector bit")
         dst = GroupAck(body[pos + 2], body[pos + 3] & 0x7F, body[pos + 4], body[pos + 5])
         pos += 6
     else:
