@@ -397,39 +397,30 @@ DEFAULT_NEURON_ID = bytes.fromhex("0A0B0C0D0E0F")  # meter i of a fleet: + i
 
 
 class CnipHeadEnd:
-    """A head-end 14908.1 node (lon/node.py) behind a CnipDriver (cnip/client.py): what the
-    CN/IP end-to-end tests talk to ``meter-emu run --cnip`` with. It requests in the flex
-    domain by default, as a head-end reaches uncommissioned meters (its own domain must then
-    differ from the zero-length one, or the meters' flex-domain answers are not its)."""
+    """The client library's head-end (client/plc.py HeadEnd over a CnipDriver) with what the
+    CN/IP end-to-end tests need at the frame level: requests in the flex domain by default, as
+    a head-end reaches uncommissioned meters (its own domain must then differ from the
+    zero-length one, or the meters' flex-domain answers are not its)."""
 
     def __init__(self, url: str, *, neuron_id: bytes = bytes.fromhex("FE0000000001"),
                  domain: bytes = b"\x01"):
-        from meter_emu.cnip.client import CnipDriver
+        from meter_emu.client.plc import HeadEnd
         from meter_emu.lon.config import CONFIGURED, Domain, NodeConfig
-        from meter_emu.lon.node import Node
 
         config = NodeConfig(neuron_id, domains=[Domain(domain, 1, 126)], state=CONFIGURED)
-        self.node = Node(config, self, name="head-end")
-        self.driver = CnipDriver(url, self.node)
-        self.completions: dict = {}
-
-    # the node's Application
-    def indicate(self, node, indication, now):
-        return None
-
-    def completed(self, node, completion, now):
-        self.completions[completion.handle] = completion
+        self.head_end = HeadEnd.over_cnip(url, config)
+        self.node, self.driver = self.head_end.node, self.head_end.driver
 
     def send(self, apdu: bytes, dst, *, timeout: float = 8.0, domain_index=None, **options):
         """Send and wait for the Completion (fails the test when none comes)."""
         from meter_emu.lon.node import Service
 
         options.setdefault("service", Service.REQUEST)
-        handle = self.node.send(apdu, dst, self.driver.now(), domain_index=domain_index,
-                                **options)
-        if not self.driver.run_until(lambda: handle in self.completions, timeout):
+        done = self.head_end.transact(apdu, dst, timeout=timeout, domain_index=domain_index,
+                                      **options)
+        if done is None:
             pytest.fail(f"no completion within {timeout} s for APDU {apdu.hex()} to {dst}")
-        return self.completions.pop(handle)
+        return done
 
     def secured(self, session, apdu: bytes, dst, **options) -> bytes:
         """One secured OSGP request (plc/secure.py ClientSession); returns code ‖ data. A
@@ -443,7 +434,7 @@ class CnipHeadEnd:
         return plain
 
     def close(self) -> None:
-        self.driver.close()
+        self.head_end.close()
 
 
 def partial_read(table: int, offset: int, count: int) -> bytes:

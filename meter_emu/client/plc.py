@@ -32,6 +32,7 @@ one unless given): the head-end's knowledge of what it reads, as a real head-end
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
@@ -439,10 +440,8 @@ class PlcClient:
         size."""
         if offset is None and count is None:
             size = None
-            try:
+            with contextlib.suppress(ValueError):  # not in the catalog: ask for all of it
                 size = self.table_size(table)
-            except ValueError:
-                pass
             if size is None or size <= MAX_READ:
                 data = self.secured(meter, bytes([FULL_READ]) + table.to_bytes(2, "big"),
                                     f"read {label(table)}")
