@@ -143,27 +143,35 @@ def _mep_factory(channel: int, url: str):
     return factory
 
 
-async def start_cnip(options: RunOptions, meters, clock, persist):
-    """One CN/IP endpoint with a station (plc/station.py) per meter. The default port, when
-    taken (another emulator), gives way to a free port with a warning; a port the user chose
-    fails with the reason. Returns (endpoint or None, stations)."""
+def start_line(options: RunOptions, meters, clock, persist):
+    """The fleet's power line, a station (plc/station.py) per meter on it; None when no port
+    reaches it (CN/IP off)."""
+    if options.cnip == "off":
+        return None
+    from .phy.ideal import IdealLine
+    from .plc.station import MeterStation
+
+    return IdealLine([MeterStation(meter, clock) for meter in meters], persist)
+
+
+async def start_cnip(options: RunOptions, line):
+    """The CN/IP endpoint, a gateway of ``line``. The default port, when taken (another
+    emulator), gives way to a free port with a warning; a port the user chose fails with the
+    reason."""
     if options.cnip == "off":
         if options.pcap:
             raise PortUrlError("--pcap records the CN/IP channel; it needs --cnip")
-        return None, []
+        return None
     from .cnip.endpoint import open_cnip
-    from .plc.station import MeterStation
 
-    stations = [MeterStation(meter, clock) for meter in meters]
     try:
-        endpoint = await open_cnip(options.cnip, stations, persist, pcap=options.pcap)
+        return await open_cnip(options.cnip, line, pcap=options.pcap)
     except PortUrlError as exc:
         if options.cnip != DEFAULT_CNIP:
             raise
         log.warning("%s; CN/IP takes a free port (--cnip udp://127.0.0.1:0 does so quietly)",
                     exc)
-        endpoint = await open_cnip("udp://127.0.0.1:0", stations, persist, pcap=options.pcap)
-    return endpoint, stations
+        return await open_cnip("udp://127.0.0.1:0", line, pcap=options.pcap)
 
 
 async def run(profile: Profile, options: RunOptions) -> None:
@@ -202,8 +210,9 @@ async def run(profile: Profile, options: RunOptions) -> None:
         if endpoint is not None:
             endpoints[name] = endpoint
 
+    line = start_line(options, meters, clock, persist)
     try:
-        cnip, _stations = await start_cnip(options, meters, clock, persist)
+        cnip = await start_cnip(options, line)
     except BaseException:
         for opened in endpoints.values():
             opened.close()
@@ -268,6 +277,8 @@ async def run(profile: Profile, options: RunOptions) -> None:
             await broker.close()
         for endpoint in endpoints.values():
             endpoint.close()
+        if line is not None:
+            line.close()
         if options.ready_file:
             Path(options.ready_file).unlink(missing_ok=True)  # no stale "ready" for scripts
         if store is not None:

@@ -208,7 +208,7 @@ def test_endpoint_dispatch_over_udp(tmp_path, caplog):
             assert frame.decode(packet.decode(answer)[1]).npdu.src_node == 9
             # garbage and a non-data packet: dropped with the reason, nobody asked
             before = sum(s.node.asked for s in stations)
-            with caplog.at_level(logging.INFO, logger="meter_emu.cnip.endpoint"):
+            with caplog.at_level(logging.INFO, logger="meter_emu"):
                 await loop.sock_sendto(sock, b"\x00\x05junk", (host, int(port)))
                 bad_crc = bytearray(_request(SubnetNode(1, 7)))
                 bad_crc[-1] ^= 1
