@@ -206,6 +206,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--pcap", metavar="FILE",
                      help="write every frame on the CN/IP channel to FILE (pcap; tshark -r "
                           "FILE decodes it)")
+    run.add_argument("--phy", default="ideal", choices=["ideal", "bpsk"],
+                     help="the power line the meters share: ideal (no airtime or loss) or "
+                          "bpsk (the simulated TS 103 908 BPSK channel with CSMA, noise and "
+                          "attenuation; a data concentrator bridges CN/IP onto it) "
+                          "(default: ideal)")
+    run.add_argument("--topology", metavar="FILE",
+                     help="with --phy bpsk: the line's attenuations and noise (TOML, see "
+                          "README) instead of the random defaults")
+    run.add_argument("--phy-dump", metavar="FILE.wav",
+                     help="with --phy bpsk: write every frame on the line as passband samples")
+    run.add_argument("--serial-plc", default="off", metavar="URL",
+                     help="a serial PLC network interface (U50/MIP link, 115200 8N1): pty or a "
+                          "device path makes the fleet appear as an NI there; host:DEVICE "
+                          "drives a real NI on DEVICE (default: off)")
     run.add_argument("--count", type=int, default=1, metavar="N",
                      help="emulate N meters numbered from the profile (meter-1 .. meter-N, "
                           "Neuron ID + index, ...), all behind the CN/IP endpoint; optical "
@@ -247,6 +261,10 @@ def _parser() -> argparse.ArgumentParser:
     firmware_cli.add_parser(sub)
     from .client import plc_cli
     plc_cli.add_parser(sub)
+    from .phy import cli as phy_cli
+    phy_cli.add_parser(sub)
+    from .ports import pty_cli
+    pty_cli.add_parser(sub)
     return parser
 
 
@@ -353,6 +371,12 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "client":
         from .client import plc_cli
         return plc_cli.main(args)
+    if args.command == "phy":
+        from .phy import cli as phy_cli
+        return phy_cli.main(args)
+    if args.command == "pty":
+        from .ports import pty_cli
+        return pty_cli.main(args)
     if args.command == "procedures":
         return _catalog_command(args, procedure_listing(), _markdown_procedures,
                                 _print_procedures)
@@ -384,7 +408,9 @@ def _main(argv: list[str] | None) -> int:
         profile = load_profile(args.profile, overrides)
         options = RunOptions(optical=args.optical, mep=args.mep, mep2=args.mep2,
                              mqtt=args.mqtt, state_dir=args.state, ready_file=args.ready_file,
-                             cnip=args.cnip, pcap=args.pcap, count=args.count)
+                             cnip=args.cnip, pcap=args.pcap, count=args.count,
+                             phy=args.phy, topology=args.topology, phy_dump=args.phy_dump,
+                             serial_plc=args.serial_plc)
         asyncio.run(run(profile, options))
     except (ProfileError, PortUrlError, StoreError) as error:
         print(f"meter-emu: {error}", file=sys.stderr)

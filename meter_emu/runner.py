@@ -42,6 +42,10 @@ class RunOptions:
     cnip: str = DEFAULT_CNIP  # the fleet's CN/IP endpoint (PLC over UDP)
     pcap: str | None = None  # write the CN/IP channel's frames here
     count: int = 1  # meters in this process (profile.fleet_profiles)
+    phy: str = "ideal"  # the line: ideal (phy/ideal.py) or bpsk (phy/realtime.py)
+    topology: str | None = None  # --phy bpsk: attenuations and noise (phy/topology.py)
+    phy_dump: str | None = None  # --phy bpsk: passband samples of every frame (.wav)
+    serial_plc: str = "off"  # U50 serial NI: pty, a device path, host:DEVICE (phy/serial_plc.py)
 
 
 #: where ``--mqtt embedded`` listens: the standard MQTT port, so mosquitto_pub needs no -p
@@ -145,13 +149,32 @@ def _mep_factory(channel: int, url: str):
 
 def start_line(options: RunOptions, meters, clock, persist):
     """The fleet's power line, a station (plc/station.py) per meter on it; None when no port
-    reaches it (CN/IP off)."""
-    if options.cnip == "off":
+    reaches it (CN/IP and the serial NI off)."""
+    if options.cnip == "off" and options.serial_plc == "off":
+        if options.phy != "ideal" or options.topology or options.phy_dump:
+            raise PortUrlError("--phy/--topology/--phy-dump: the power line needs a port "
+                               "(--cnip or --serial-plc)")
         return None
-    from .phy.ideal import IdealLine
     from .plc.station import MeterStation
 
-    return IdealLine([MeterStation(meter, clock) for meter in meters], persist)
+    stations = [MeterStation(meter, clock) for meter in meters]
+    if options.phy == "bpsk":
+        from .phy.realtime import RealtimeLine
+        return RealtimeLine(stations, persist, topology=options.topology,
+                            dump=options.phy_dump)
+    if options.topology or options.phy_dump:
+        raise PortUrlError("--topology and --phy-dump describe the simulated line: add --phy "
+                           "bpsk")
+    from .phy.ideal import IdealLine
+    return IdealLine(stations, persist)
+
+
+async def start_serial_plc(options: RunOptions, line):
+    """The serial PLC interface, a gateway of ``line`` (phy/serial_plc.py)."""
+    if options.serial_plc == "off":
+        return None
+    from .phy.serial_plc import open_serial_plc
+    return await open_serial_plc(options.serial_plc, line)
 
 
 async def start_cnip(options: RunOptions, line):
@@ -210,15 +233,25 @@ async def run(profile: Profile, options: RunOptions) -> None:
         if endpoint is not None:
             endpoints[name] = endpoint
 
-    line = start_line(options, meters, clock, persist)
     try:
-        cnip = await start_cnip(options, line)
+        line = start_line(options, meters, clock, persist)
     except BaseException:
         for opened in endpoints.values():
             opened.close()
         raise
-    if cnip is not None:
-        endpoints["cnip"] = cnip
+    try:
+        cnip = await start_cnip(options, line)
+        if cnip is not None:
+            endpoints["cnip"] = cnip
+        serial_plc = await start_serial_plc(options, line)
+        if serial_plc is not None:
+            endpoints["serial_plc"] = serial_plc
+    except BaseException:
+        for opened in endpoints.values():
+            opened.close()
+        if line is not None:
+            line.close()
+        raise
     ports = {name: endpoint.url for name, endpoint in endpoints.items()}
     try:
         broker, bridge, mqtt_url = await start_mqtt(options.mqtt, meters, clock, persist,
