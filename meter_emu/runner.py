@@ -266,14 +266,21 @@ async def run(profile: Profile, options: RunOptions) -> None:
         print(f"meter-emu: meter {meter.id} ({profile.origin}) is up", flush=True)
     else:
         print(f"meter-emu: {len(meters)} meters {meters[0].id} .. {meters[-1].id} "
-              f"({profile.origin}) are up; optical and MEP serve {meter.id}, CN/IP all of them",
-              flush=True)
+              f"({profile.origin}) are up; optical and MEP serve {meter.id}, the power line "
+              "all of them", flush=True)
     for name, url in ports.items():
         print(f"  {name:<8} {url}", flush=True)
+    if line is not None:
+        line_name = ("the simulated BPSK power line (TS 103 908, A-band)"
+                     if options.phy == "bpsk" else "an ideal power line")
+        print(f"  the meters share {line_name}", flush=True)
     if cnip is not None:
         print(f"  PLC over CN/IP: meter-emu client discover --cnip {cnip.url} "
               f"(OMA key from the profile){'; capture ' + options.pcap if options.pcap else ''}",
               flush=True)
+    if "serial_plc" in ports and not options.serial_plc.startswith("host:"):
+        print(f"  PLC over a serial NI (U50 link, 115200 8N1): meter-emu client discover "
+              f"--serial {ports['serial_plc']}", flush=True)
     if "optical" in ports:
         client = ports["optical"].replace("tcp://", "socket://")
         print(f"  C12.18 clients (termineter: set SERIAL_CONNECTION {client})", flush=True)

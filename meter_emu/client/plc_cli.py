@@ -1,6 +1,7 @@
-"""``meter-emu client ...``: a head-end on the command line, over CN/IP (client/plc.py).
+"""``meter-emu client ...``: a head-end on the command line, over CN/IP or a serial PLC network
+interface (the U50 link, host role: ``--serial PATH``) (client/plc.py).
 
-    meter-emu client discover              [--cnip URL | --ready-file PATH] [--key KEY] ...
+    meter-emu client discover     [--cnip URL | --serial PATH | --ready-file PATH] [--key KEY] ...
     meter-emu client read TABLE            --meter M [--offset N --count N] [--raw]
     meter-emu client write TABLE HEX       --meter M [--offset N]
     meter-emu client procedure PROC [HEX]  --meter M
@@ -36,8 +37,12 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_argument_group("connection")
     where.add_argument("--cnip", metavar="URL", help="the CN/IP endpoint, udp://HOST:PORT")
+    where.add_argument("--serial", metavar="PATH",
+                       help="a PLC network interface on this serial port or pty (U50 link, "
+                            "115200 8N1), e.g. what `meter-emu run --serial-plc pty` prints")
     where.add_argument("--ready-file", metavar="PATH",
-                       help="a `meter-emu run --ready-file` document: its cnip port (and the "
+                       help="a `meter-emu run --ready-file` document: its cnip (else "
+                            "serial_plc) port (and the "
                             "meters' ids for --meter)")
     where.add_argument("--key", metavar="KEY",
                        help="the OMA key as profiles write it (12 or 16 ASCII characters, or "
@@ -66,8 +71,9 @@ def add_parser(sub) -> None:
     """Register ``client`` on the top-level sub-parsers."""
     common = _common()
     client = sub.add_parser(
-        "client", help="a head-end: talk OSGP to meters over CN/IP",
-        description="A head-end / data concentrator over CN/IP: discover and commission "
+        "client", help="a head-end: talk OSGP to meters over CN/IP or a serial NI",
+        description="A head-end / data concentrator over CN/IP or a serial PLC network "
+                    "interface (U50): discover and commission "
                     "meters, read and write tables, run procedures, read the load profile, "
                     "broadcast firmware, query the 14908.1 node.",
         epilog="Exit codes: 0 done, 1 refused by the meter, 2 usage error, 3 no answer.")
@@ -125,11 +131,20 @@ def _ready(args) -> dict:
         raise _Usage(f"--ready-file {args.ready_file}: {error}") from None
 
 
-def _cnip_url(args, ready: dict) -> str:
-    url = args.cnip or ready.get("ports", {}).get("cnip")
-    if not url or url == "off":
-        raise _Usage("where is the meter? give --cnip udp://HOST:PORT or --ready-file PATH")
-    return url
+def _where(args, ready: dict) -> tuple[str, str]:
+    """("cnip", URL) or ("serial", PATH): the flags first, then the ready file's ports."""
+    if args.cnip and args.serial:
+        raise _Usage("give --cnip or --serial, not both")
+    if args.cnip or args.serial:
+        return ("cnip", args.cnip) if args.cnip else ("serial", args.serial)
+    ports = ready.get("ports", {})
+    if ports.get("cnip") not in (None, "off"):
+        return "cnip", ports["cnip"]
+    serial = ports.get("serial_plc")
+    if serial and not serial.startswith("host:"):
+        return "serial", serial
+    raise _Usage("where is the meter? give --cnip udp://HOST:PORT, --serial PATH or "
+                 "--ready-file PATH")
 
 
 def _key(args) -> tuple[bytes, str]:
@@ -255,7 +270,7 @@ def _run(args) -> int:
     from .plc import HeadEnd, PlcClient, head_end_config, parse_address
 
     ready = _ready(args)
-    url = _cnip_url(args, ready)
+    how, url = _where(args, ready)
     key, mode = _key(args)
     domain = _hex(args.domain, "--domain")
     if len(domain) not in (0, 1, 3, 6):
@@ -270,11 +285,17 @@ def _run(args) -> int:
         raise _Usage("--address is SUBNET/NODE")
     command = args.client_command
     meters = _meters(args, ready, required=command != "discover")
+    config = head_end_config(domain, own.subnet, own.node)
     try:
-        head_end = HeadEnd.over_cnip(url, head_end_config(domain, own.subnet, own.node),
-                                     timeout=args.timeout)
+        if how == "serial":
+            head_end = HeadEnd.over_serial(url, config, timeout=args.timeout)
+        else:
+            head_end = HeadEnd.over_cnip(url, config, timeout=args.timeout)
+    except ConnectionError as error:
+        print(f"meter-emu client: --serial {url}: {error}", file=sys.stderr)
+        return EXIT_NO_ANSWER
     except (ValueError, OSError) as error:
-        raise _Usage(f"--cnip {url}: {error}") from None
+        raise _Usage(f"--{how} {url}: {error}") from None
     client = PlcClient(head_end, key, mode=mode, encrypt=args.encrypt, timeout=args.timeout)
     try:
         return _COMMANDS[command](client, args, meters)
