@@ -4,8 +4,9 @@ benchmark and ``meter-emu client`` use to talk to meters through the 14908.1 sta
 Two layers:
 
 * ``HeadEnd(node, driver)``: the head-end's own 14908.1 node (lon/node.py) on a medium. The
-  driver is the in-memory ``lon/channel.py`` Channel or the CN/IP ``cnip/client.py``
-  CnipDriver; both give ``now()`` and ``run_until(done, timeout)``. The head-end is the node's
+  driver is the in-memory ``lon/channel.py`` Channel, the CN/IP ``cnip/client.py``
+  CnipDriver or the serial NI's ``client/serial_driver.py`` SerialDriver; all give ``now()``
+  and ``run_until(done, timeout)``. The head-end is the node's
   Application: it keeps each sent message's Completion by handle and every unsolicited message
   (service pin, late answers) in ``indications``. ``transact`` sends and waits.
 * ``PlcClient(head_end, key)``: OSGP on top, one ``plc/secure.py`` ClientSession per meter
@@ -143,6 +144,16 @@ class HeadEnd:
 
         node = Node(config or head_end_config(), None, rng=rng, name="head-end")
         return cls(node, CnipDriver(url, node), **kwargs)
+
+    @classmethod
+    def over_serial(cls, path: str, config: NodeConfig | None = None, *,
+                    rng: random.Random | None = None, **kwargs) -> "HeadEnd":
+        """A head-end behind a PLC network interface on the serial port (or pty) ``path``,
+        speaking the U50 link in the host role (client/serial_driver.py)."""
+        from .serial_driver import SerialDriver
+
+        node = Node(config or head_end_config(), None, rng=rng, name="head-end")
+        return cls(node, SerialDriver(path, node), **kwargs)
 
     def close(self) -> None:
         close = getattr(self.driver, "close", None)
@@ -564,11 +575,15 @@ class PlcClient:
         options.setdefault("window_s", min(25.5, round(duration / 2, 1)))
         request = services.discovery_request(**options)
         retries = 1
-        code = next((c for c in range(16) if (retries + 1) * transmit_timer_s(c) >= duration),
-                    15)
+        # the head-end listens the whole ``duration`` (long timer codes past 6 s): on a real
+        # line answers queue for airtime behind each other and arrive late in the window
+        codes = [(c, long) for long in (False, True) for c in range(16)]
+        code, long_timer = next(((c, long) for c, long in codes
+                                 if (retries + 1) * transmit_timer_s(c, long) >= duration),
+                                (15, True))
         handle = self.head_end.send(request, Broadcast(0), service=Service.REQUEST,
                                     domain_index=self.discovery_index(), retries=retries,
-                                    tx_timer=code)
+                                    tx_timer=code, long_timer=long_timer)
         done = self.head_end.wait([handle], duration * 2 + 5)[0]
         found: dict[bytes, DiscoveredMeter] = {}
         for response in (done.responses if done else ()):
