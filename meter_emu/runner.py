@@ -274,6 +274,11 @@ async def run(profile: Profile, options: RunOptions) -> None:
         line_name = ("the simulated BPSK power line (TS 103 908, A-band)"
                      if options.phy == "bpsk" else "an ideal power line")
         print(f"  the meters share {line_name}", flush=True)
+        if options.phy == "bpsk":
+            print(f"  line     {line.summary()}", flush=True)
+            if options.phy_dump:
+                print(f"  dump     {options.phy_dump} (every frame on the line, passband "
+                      "480 kHz)", flush=True)
     if cnip is not None:
         print(f"  PLC over CN/IP: meter-emu client discover --cnip {cnip.url} "
               f"(OMA key from the profile){'; capture ' + options.pcap if options.pcap else ''}",

@@ -111,7 +111,8 @@ def head_end_config(domain: bytes = b"", subnet: int = HEAD_END_SUBNET,
 
     return NodeConfig(neuron_id=neuron_id, domains=[Domain(domain, subnet, node, key),
                                                     headend_domain(node)],
-                      state=CONFIGURED)
+                      state=CONFIGURED,
+                      transmit_timer=11)  # 768 ms: a 95-byte answer's airtime + CSMA on PLC
 
 
 class HeadEnd:
@@ -367,17 +368,17 @@ class PlcClient:
 
     def _via_path(self, ref: MeterRef, apdu: bytes, request: str) -> bytes:
         """LTEP (lon/ltep.py): the request goes to the first repeater, which passes it on;
-        the last one (the agent) sends it to the meter and relays its answer. The head-end's
-        transmit timer is chosen to outwait the chain (each hop adds to its last retry)."""
+        the last one (the agent) sends it to the meter and relays its answer. Each head-end
+        attempt outwaits one trip through the chain."""
         from ..lon import ltep
         from ..lon.timers import transmit_timer_s
 
         path = list(ref.path)
         target = MeterRef(ref.neuron_id, ref.address, ref.domain_index).dst
-        proxy = ltep.proxy_request(path, target, apdu)
-        retries = self.head_end.node.config.retry_count
-        need = (retries + 1) * transmit_timer_s(10) + ltep.proxy_extension_s(path, 10) + 0.5
-        code = next((c for c in range(16) if (retries + 1) * transmit_timer_s(c) >= need), 15)
+        hop = self.head_end.node.config.transmit_timer
+        proxy = ltep.proxy_request(path, target, apdu, tx_timer=hop)
+        need = (len(path) + 1) * transmit_timer_s(hop)  # one trip: every hop, there and back
+        code = next((c for c in range(16) if transmit_timer_s(c) >= need), 15)
         done = self.head_end.transact(proxy, path[0], domain_index=0, tx_timer=code,
                                       timeout=self.timeout)
         what = f"{request} via {len(path)} repeater(s)"
