@@ -276,6 +276,9 @@ def _validate(origin: str, d: dict) -> None:
     _check(origin, 0 <= d["mep"]["sequence_number"] < 2**32, "mep.sequence_number",
            "must be 0..2^32-1")
     _check_security(origin, d)
+    from .device.setup import check as check_setup  # the sections device/setup.py carries out
+
+    check_setup(origin, d)
     mqtt = d["mqtt"]
     _check(origin, _topic_word(mqtt["prefix"], allow_slash=True), "mqtt.prefix",
            "must be a non-empty MQTT topic without wildcards (+, #) or leading/trailing '/'")

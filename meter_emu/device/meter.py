@@ -37,7 +37,7 @@ from ..tables.extended import increment_idt_version
 from ..tables.logs import monitoring
 from ..metering import engine
 from ..metering import registers as energy_registers
-from . import conditions, firmware, pending, relay, transactions
+from . import conditions, firmware, mbus, pending, relay, setup, transactions
 from .history import EventLog
 from .access import Key, allows
 from .errors import ResponseCode, ServiceError
@@ -135,7 +135,8 @@ class Meter:
         self.profile = profile
         self.id: str = profile.meter.id
         self.dims = profile.dimensions
-        if state is None:
+        fresh = state is None
+        if fresh:
             state = MeterState()
         for name in energy_registers.NAMES.values():  # registers new since the state was saved
             state.registers.setdefault(name, getattr(profile.registers, name, 0))
@@ -147,7 +148,11 @@ class Meter:
         firmware.restore(self)  # the firmware a code bank switch installed, if any
         _upgrade_tables(state)
         self.drop_mismatched_tables(now)
+        if fresh:  # the profile's demand set-up is the factory's: no interface change
+            setup.configure(self)
         self.check_interface()
+        if fresh:  # what the profile says this meter lived through (device/setup.py)
+            setup.live(self, INTERFACE_REFERENCE_TIME if now is None else now)
 
     def drop_mismatched_tables(self, now: float | None = None) -> None:
         """Stored table images that no longer fit their layout (the profile's dimensions or the
@@ -323,7 +328,8 @@ class Meter:
     def next_deadline(self) -> float | None:
         """The virtual instant of the meter's next timed action (the runner sleeps until it)."""
         dues = [due for due in (pending.next_due(self), relay.next_due(self),
-                                engine.next_due(self), mep_devices.next_due(self))
+                                engine.next_due(self), mep_devices.next_due(self),
+                                mbus.next_due(self))
                 if due is not None]
         return min(dues) - self.state.clock_offset if dues else None
 
@@ -339,6 +345,7 @@ class Meter:
         if "relay" in self.state.subsystems:
             relay.run_due(self, now)
         mep_devices.run_due(self, now)
+        mbus.run_due(self, now)
 
     # ---- table services -----------------------------------------------------------------
     def _table(self, table_id: int):

@@ -120,6 +120,8 @@ def _remote_reset(meter, p, ctx) -> Result:
     if actions["season_change"] and actions["new_season"] >= MAX_SEASONS:
         raise ProcedureFailed(ResultCode.INVALID_PARAMETER,
                               f"season {actions['new_season']}: the calendar has 0..3")
+    if actions["demand_reset"]:
+        metering.check_reset_lockout(meter, ctx.now)  # refused before anything is done
     if actions["self_read"]:
         metering.record_self_read(meter, ctx)
     if actions["demand_reset"]:

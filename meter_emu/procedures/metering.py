@@ -419,6 +419,7 @@ def demand_reset(meter, ctx) -> int:
     capacity = registers.demand_reset_log_entries(meter)
     registers.append_record(resets, record, capacity)
     demand["last_reset"] = record
+    demand["last_reset_utc"] = meter.utc_seconds(ctx.now)  # starts the lockout
     _demand().reset(meter)
     meter.dirty = True
     if capacity:  # ET36 logs raise the alarm while they hold unread entries (MEP p.107)
@@ -444,11 +445,26 @@ def _change_demand_interval(meter, p, ctx) -> Result:
     return Result()
 
 
+def check_reset_lockout(meter, now: float) -> None:
+    """The demand reset lockout (BT21.0 bit 3, "a configurable lockout period for sequential
+    demand resets", MEP p.201): a requested reset within BT13's reset exclusion minutes of the
+    last one is refused with result 4, timing constraint, and changes nothing."""
+    demand = _registers().billing_view(meter, _registers().DEMAND)
+    minutes, last = demand.get("reset_exclusion") or 0, demand.get("last_reset_utc")
+    if not minutes or last is None:
+        return
+    elapsed = meter.utc_seconds(now) - last
+    if 0 <= elapsed < minutes * 60:
+        _fail(ResultCode.TIMING_CONSTRAINT, f"demand reset locked out for {minutes} min after "
+                                            f"the last one ({elapsed:.0f} s ago)")
+
+
 def _reset_demand(meter, p, ctx) -> Result:
     """Demand reset: BT23 as it is now goes to BT25 (Previous Demand Reset Data) and, when
     EP32 configured ET41 entries, into ET41 (reason 1 'procedural'), whose sequence number
     counts the resets; the maximum demands restart from zero; logs 'Demand Reset Occurred'
-    (20). Response: the demand reset count (UINT16)."""
+    (20). Response: the demand reset count (UINT16). Result 4 within the reset lockout."""
+    check_reset_lockout(meter, ctx.now)
     count = demand_reset(meter, ctx)
     return Result(data=(count & 0xFFFF).to_bytes(2, "little"))
 
@@ -481,6 +497,7 @@ declare(
     execute=CONFIGURERS,
     params=Struct(),
     run=_reset_demand,
+    results={4: "within the demand reset lockout (BT13 reset exclusion) of the last reset"},
     response=Struct("demand_reset_count" / Int16ul),
     idempotent=False,
     provenance=documented(

@@ -667,21 +667,26 @@ def _bt21_render(meter):
     """Self reads as EP32 set them; demands (BT21.4) and coincident values (BT21.5) as ET48
     lists them once EP32 configured demand, with the demand reset counter and (continuous)
     cumulative demand (MEP p.201: "True any time demand is activated and configured"; OPG p.20:
-    firmware 3.10 and later). No present demands (BT21.8 = 0): BT28 keeps the layout readers in
-    the field expect; the present demands are source IDs 88-103 (metering/demand.py)."""
+    firmware 3.10 and later). No present demands (BT21.8 = 0) unless the profile's demand
+    set-up asks for them (device/setup.py): BT28 keeps the layout readers in the field expect;
+    the present demands are source IDs 88-103 (metering/demand.py). The demand reset lockout
+    (bit 3) is set while BT13's reset exclusion is (procedures/metering.py enforces it)."""
     from .dimensions import firmware_at_least
-    from .registers import configured_self_reads  # registers builds on this module
+    from .registers import DEMAND, billing_view, configured_self_reads  # builds on this module
 
     demands, coincidents = energy_demand.dimensions(meter)
     on = int(demands > 0 and firmware_at_least(meter, "3.10"))
+    settings = billing_view(meter, DEMAND)
+    lockout = int(bool(on and settings.get("reset_exclusion")))
+    present = demands if settings.get("present_demands") else 0
     return dict(
         flags=dict(season_info=1, date_time=1, demand_reset_counter=on, cumulative_demand=on,
-                   continuous_cumulative_demand=on),
+                   continuous_cumulative_demand=on, demand_reset_lockout=lockout),
         # the 2-byte BIDN BT26 keeps once demand is configured (MEP p.201)
         self_read_flags=dict(self_read_sequence_number=on, daily_self_read=1, weekly_self_read=1),
         self_reads=configured_self_reads(meter), summations=meter.dims.summations,
         demands=demands, coincident_values=coincidents, occurrences=1, tiers=meter.dims.tiers,
-        present_demands=0, present_values=meter.dims.present_values,
+        present_demands=present, present_values=meter.dims.present_values,
     )
 
 

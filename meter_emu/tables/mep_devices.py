@@ -8,8 +8,9 @@ are rendered from the MEP server's state kept at the end of this module (device 
 on-demand queue, latest reads, recurring read log), which the MEP procedures (EP17, EP18, EP19,
 EP39) and the MEP engine change through its functions; with no device they read empty. A MEP
 client that sets ET50 "MEP Device Registered" is discovered and installed
-(``request_discovery``). ET13's alert flags are the server's too. ET58 and ET74 read empty
-(no M-Bus engine, no ET74 entries).
+(``request_discovery``). ET13's alert flags are the server's too. M-Bus devices are found,
+installed and read by device/mbus.py. ET58 and ET74 read empty (no control status reads, no
+ET74 entries).
 
 ET57 (firmware 3.30+), ET71 (3.40+) and ET74 (3.60+) are declared for every firmware version,
 since the catalog has no per-version table list (a real older meter lacks them).
@@ -323,7 +324,8 @@ def _et16_layout(meter):
 
 def _et16_render(meter, now):
     """The latest read each MEP client posted with EP39 (on-demand reads, and scheduled reads
-    that ET45 cannot take); all zeros where no device has been read. Kept when a device is
+    that ET45 cannot take) or the M-Bus master took (device/mbus.py); all zeros where no
+    device has been read. Kept when a device is
     removed (MEP p.36)."""
     layout = _et16_layout(meter)
     server = _server(meter)
@@ -333,7 +335,15 @@ def _et16_render(meter, now):
     first_mep = _mbus_slots(meter)
     for key, read in server["reads"].items():
         channel = int(key) - first_mep
-        if not 0 <= channel < len(values.mep_clients) or read.get("time") is None:
+        if read.get("time") is None:
+            continue
+        if 0 <= int(key) < first_mep:  # an M-Bus device's telegrams (device/mbus.py)
+            values.mbus_devices[int(key)] = dict(
+                timestamp=_when(read["time"]), response_info={},
+                telegrams=bytes.fromhex(read["data"]).ljust(
+                    product_dimensions(meter).data_entry_size - 7, b"\0"))
+            continue
+        if not 0 <= channel < len(values.mep_clients):
             continue
         data = bytes.fromhex(read["data"])
         values.mep_clients[channel] = dict(
@@ -850,10 +860,12 @@ def count_attempt(meter, slot: int, now: float, *, billing: bool) -> None:
         device["last_read_attempt"] = _stamp(meter, now)
 
 
-def record_read(meter, slot: int, data: bytes, now: float, *, to_et16: bool) -> None:
-    """A successful read of ``data`` from the MEP client in ``slot``: ET14 "Read Answers", the
+def record_read(meter, slot: int, data: bytes, now: float, *, to_et16: bool,
+                header: int = MEP_READ_HEADER) -> None:
+    """A successful read of ``data`` from the device in ``slot``: ET14 "Read Answers", the
     ET16 read count, and (``to_et16``) the ET16 record itself with ET14 "Billing Read Length"
-    (timestamp, header fields and data, MEP p.86)."""
+    (timestamp, header fields and data, MEP p.86). ``header``: the ET16 bytes before ``data``
+    (11 for a MEP client; 7 for an M-Bus device, whose ``data`` is its telegrams)."""
     device = _device(meter, slot)
     device["read_answers"] += 1
     device["first_read"] = False
@@ -861,7 +873,7 @@ def record_read(meter, slot: int, data: bytes, now: float, *, to_et16: bool) -> 
     read["read_count"] += 1
     if to_et16:
         read.update(time=_stamp(meter, now), data=data.hex())
-        device["billing_read_length"] = MEP_READ_HEADER + len(data)
+        device["billing_read_length"] = header + len(data)
 
 
 def first_read_pending(meter, slot: int) -> bool:

@@ -183,10 +183,12 @@ def _bt13_layout(meter):
 
 
 def _bt13_render(meter, now):
-    """The demand interval EP32/EP33 set, the same for every demand (MEP p.114); no reset or
-    power-fail exclusions, no cold load pickup."""
+    """The demand interval EP32/EP33 set, the same for every demand (MEP p.114); the reset
+    exclusion (minutes a demand reset locks out the next, C12.19 RESET_EXCLUSION) the profile
+    set (device/setup.py); no power-fail exclusions, no cold load pickup."""
     config = billing_view(meter, DEMAND)
     values = zeros(_bt13_layout(meter))
+    values.reset_exclusion = config.get("reset_exclusion") or 0
     interval = dict(sub_interval=config["sub_interval"],
                     interval_multiplier=config["interval_multiplier"])
     values.intervals = [interval] * len(values.intervals)
