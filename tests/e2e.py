@@ -57,6 +57,15 @@ def _script(name: str) -> str:
     return found
 
 
+def run_client(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """``meter-emu client ARGS`` to completion (a test failure if it hangs)."""
+    try:
+        return subprocess.run([_script("meter-emu"), "client", *args], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"meter-emu client {' '.join(args)} did not finish: {exc.stderr!r}")
+
+
 # ---- the emulator -------------------------------------------------------------------------
 
 

@@ -11,8 +11,7 @@ import subprocess
 import wave
 from pathlib import Path
 
-import pytest
-from e2e import _script, run_meter_emu, start_emulator  # noqa: F401 - the fixture
+from e2e import run_client, run_meter_emu, start_emulator  # noqa: F401 - the fixture
 
 from meter_emu.profile import fleet_profiles, load_profile
 
@@ -22,13 +21,7 @@ STREET = str(Path(__file__).resolve().parents[1] / "profiles" / "topology" / "st
 
 
 def client(*args: str) -> subprocess.CompletedProcess:
-    """``meter-emu client ARGS`` to completion."""
-    try:
-        return subprocess.run([_script("meter-emu"), "client", *args], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=CLIENT_TIMEOUT,
-                              check=False)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"meter-emu client {' '.join(args)} did not finish: {exc.stderr!r}")
+    return run_client(*args, timeout=CLIENT_TIMEOUT)
 
 
 def fields(out: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ import re
 import subprocess
 
 import pytest
-from e2e import _script, start_emulator  # noqa: F401 - the fixture
+from e2e import run_client, start_emulator  # noqa: F401 - the fixture
 from tshark_decode import our_frames, tshark_available, tshark_frames
 
 from meter_emu.profile import fleet_profiles, load_profile
@@ -20,13 +20,7 @@ CLIENT_TIMEOUT = 60.0
 
 
 def client(*args: str) -> subprocess.CompletedProcess:
-    """``meter-emu client ARGS`` to completion."""
-    try:
-        return subprocess.run([_script("meter-emu"), "client", *args], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=CLIENT_TIMEOUT,
-                              check=False)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"meter-emu client {' '.join(args)} did not finish: {exc.stderr!r}")
+    return run_client(*args, timeout=CLIENT_TIMEOUT)
 
 
 @pytest.fixture

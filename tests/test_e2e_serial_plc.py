@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import subprocess
 
-import pytest
-from e2e import _script, start_emulator  # noqa: F401 - the fixture
+from e2e import _script, run_client, start_emulator  # noqa: F401 - the fixture
 
 from meter_emu.profile import fleet_profiles, load_profile
 
@@ -23,12 +22,7 @@ B_NEURON_ID = "0B0000000001"
 
 
 def client(*args: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run([_script("meter-emu"), "client", *args], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=CLIENT_TIMEOUT,
-                              check=False)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"meter-emu client {' '.join(args)} did not finish: {exc.stderr!r}")
+    return run_client(*args, timeout=CLIENT_TIMEOUT)
 
 
 def serial_number(index: int) -> str:
