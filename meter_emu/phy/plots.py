@@ -211,7 +211,7 @@ def draw_spectrum(f, psds, symbols, eye, margin_db: float, out: str) -> None:
     ax.set_xlabel("frequency (kHz)")
     ax.set_ylabel("PSD (dB re peak)")
     ax.set_title("power spectral density of passband frames (Welch)")
-    ax.legend(loc="upper left")
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, 0.85))
     ax.grid(alpha=0.3)
     ax = fig.add_subplot(2, 2, 3)
     ax.plot(symbols.real, symbols.imag, ".", markersize=2)
