@@ -40,7 +40,41 @@ class _Link:
     info_alt: LinkInfo
 
 
-class Channel:
+class VirtualTime:
+    """Discrete-event driving shared by the in-memory channel and the BPSK line (phy/line.py):
+    a heap ``_events`` of ``(time, ...)`` tuples, ``_step()`` handling the first one,
+    ``_refresh_all()`` picking up node sends made from outside, and ``now``."""
+
+    now: float
+    _events: list
+
+    def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Advance virtual time event by event, as fast as the CPU allows, until ``done()``
+        (True) or ``timeout`` virtual seconds pass or nothing is left to happen (False)."""
+        end = self.now + timeout
+        self._refresh_all()
+        events = self._events
+        while not done():
+            if not events or events[0][0] > end:
+                self.now = end
+                return done()
+            self._step()
+        return True
+
+    def advance(self, until: float) -> None:
+        """Process every event up to virtual time ``until`` (real-time drivers call this)."""
+        self._refresh_all()
+        events = self._events
+        while events and events[0][0] <= until:
+            self._step()
+        self.now = max(self.now, until)
+
+    def run(self, duration: float) -> None:
+        """Advance virtual time by ``duration``, processing everything due."""
+        self.advance(self.now + duration)
+
+
+class Channel(VirtualTime):
     def __init__(self, *, loss: float = 0.0, latency: float = 0.002,
                  rng: random.Random | None = None):
         self.loss = loss
@@ -92,28 +126,6 @@ class Channel:
     def wake(self, node: int | Node) -> None:
         """Re-read a node's next deadline (after a send made from outside its own calls)."""
         self._refresh(self._index(node))
-
-    def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Advance virtual time event by event until ``done()`` (True) or ``timeout`` virtual
-        seconds pass or nothing is left to happen (False)."""
-        end = self.now + timeout
-        self._refresh_all()
-        events = self._events
-        while not done():
-            if not events or events[0][0] > end:
-                self.now = end
-                return done()
-            self._step()
-        return True
-
-    def run(self, duration: float) -> None:
-        """Advance virtual time by ``duration``, processing everything due."""
-        end = self.now + duration
-        self._refresh_all()
-        events = self._events
-        while events and events[0][0] <= end:
-            self._step()
-        self.now = end
 
     def _step(self) -> None:
         when, _, kind, index, payload = heapq.heappop(self._events)

@@ -51,6 +51,7 @@ from typing import Callable
 import numpy as np
 
 from ..lon import frame as lon_frame
+from ..lon.channel import VirtualTime
 from ..lon.node import LinkInfo, Node
 from . import modem as modem_module
 from .mac import Mac, MacTiming, StationStats
@@ -90,7 +91,7 @@ class _Station:
     on_frame: Callable | None = None
 
 
-class PowerLine:
+class PowerLine(VirtualTime):
     def __init__(self, *, modem: Modem | None = None, noise: Noise | None = None,
                  tx_level_dbuv: float = 122.0, default_attenuation_db: float = 40.0,
                  seed: int | None = None, timing: MacTiming | None = None):
@@ -222,29 +223,6 @@ class PowerLine:
         while events and self._stale(events[0]):
             heapq.heappop(events)
         return events[0][0] if events else None
-
-    def advance(self, until: float) -> None:
-        """Process every event up to virtual time ``until`` (real-time drivers call this)."""
-        self._refresh_all()
-        events = self._events
-        while events and events[0][0] <= until:
-            self._step()
-        self.now = max(self.now, until)
-
-    def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
-        """As fast as the CPU allows, until ``done()`` or ``timeout`` virtual seconds pass."""
-        end = self.now + timeout
-        self._refresh_all()
-        events = self._events
-        while not done():
-            if not events or events[0][0] > end:
-                self.now = end
-                return done()
-            self._step()
-        return True
-
-    def run(self, duration: float) -> None:
-        self.advance(self.now + duration)
 
     # -- the event engine -----------------------------------------------------------------
 

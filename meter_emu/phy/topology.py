@@ -205,9 +205,7 @@ class _Parser:
         """A meter (1-based index or id) or "concentrator" -> CONCENTRATOR or a 0-based index."""
         if value == "concentrator":
             return CONCENTRATOR
-        if isinstance(value, bool):
-            pass
-        elif isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             if 1 <= value <= self.count:
                 return value - 1
             self.fail(where, f"meter {value}: the fleet has meters 1..{self.count}")

@@ -502,7 +502,8 @@ declare(
     idempotent=False,
     provenance=documented(
         "ECH p.46 (EP34 Demand Reset); MEP p.110-111 (ET41 entry, reason 1), p.212 (BT25); no "
-        "parameters are published and it takes none"
+        "parameters are published and it takes none; result 4 inside the demand reset lockout "
+        "(BT21 flag, BT13 reset exclusion) is designed"
     ),
 )
 
