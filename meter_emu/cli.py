@@ -22,6 +22,7 @@ import os
 import sys
 
 from . import __version__, firmware_cli
+from .fleet import bench as fleet_bench, keys as fleet_keys
 from .clock import ManualClock
 from .device.access import OPEN
 from .events import EVENTS
@@ -235,6 +236,29 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info",
                      choices=["debug", "info", "warning", "error"],
                      help="debug logs every frame and every refusal with its reason")
+    fleet = run.add_argument_group("fleets")
+    fleet.add_argument("--fleet-secret", metavar="TEXT",
+                       help="give each meter its own keys, derived from TEXT and its Neuron "
+                            "ID (same as --set fleet.secret=TEXT)")
+    fleet.add_argument("--key-file", metavar="PATH",
+                       help="each meter's keys from a key file (`meter-emu keys export` "
+                            "writes one; same as --set fleet.key_file=PATH)")
+    fleet.add_argument("--shard", metavar="I/K",
+                       help="run only slice I (0-based) of K of the --count meters")
+    fleet.add_argument("--shards", type=int, metavar="K",
+                       help="run the fleet as K processes (one per core by default "
+                            "placement), restarting any that crashes")
+    fleet.add_argument("--metrics", default="off", metavar="URL",
+                       help="serve Prometheus metrics at tcp://HOST:PORT/metrics (0 = any "
+                            "free port) (default: off)")
+    fleet.add_argument("--metrics-per-meter", type=int, default=0, metavar="N",
+                       help="also export per-meter series for the first N meters (default 0)")
+    fleet.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
+                       help="print a statistics line every S seconds (0: only at stop; "
+                            "default 60)")
+    fleet.add_argument("--ramp", type=float, default=0.0, metavar="S",
+                       help="bring the meters up over S seconds instead of at once; those "
+                            "already up answer meanwhile (default 0)")
 
     tables = sub.add_parser("tables", help="list the table, procedure and event catalog")
     tables.add_argument("--json", action="store_true", help="machine-readable output")
@@ -259,6 +283,8 @@ def _parser() -> argparse.ArgumentParser:
                       metavar="SECTION.KEY=VALUE", help="override one profile value (repeatable)")
     show.add_argument("--state", metavar="DIR", help="a state directory (meter-emu run --state)")
     firmware_cli.add_parser(sub)
+    fleet_keys.add_parser(sub)
+    fleet_bench.add_parser(sub)
     from .client import plc_cli
     plc_cli.add_parser(sub)
     from .phy import cli as phy_cli
@@ -374,6 +400,10 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "phy":
         from .phy import cli as phy_cli
         return phy_cli.main(args)
+    if args.command == "keys":
+        return fleet_keys.main(args)
+    if args.command == "bench":
+        return fleet_bench.main(args)
     if args.command == "pty":
         from .ports import pty_cli
         return pty_cli.main(args)
@@ -402,6 +432,12 @@ def _main(argv: list[str] | None) -> int:
         overrides.append(f"clock.rate={args.clock_rate}")
     if args.start_time is not None:
         overrides.append(f'clock.start="{args.start_time}"')
+    for key, value in (("secret", args.fleet_secret), ("key_file", args.key_file)):
+        if value is not None:
+            overrides.append(f"fleet.{key}={json.dumps(value)}")
+    if args.shards is not None:
+        from .fleet import shards
+        return shards.supervise(list(sys.argv[1:] if argv is None else argv), args)
     from .runner import RunOptions, run
 
     try:
@@ -410,7 +446,9 @@ def _main(argv: list[str] | None) -> int:
                              mqtt=args.mqtt, state_dir=args.state, ready_file=args.ready_file,
                              cnip=args.cnip, pcap=args.pcap, count=args.count,
                              phy=args.phy, topology=args.topology, phy_dump=args.phy_dump,
-                             serial_plc=args.serial_plc)
+                             serial_plc=args.serial_plc, shard=args.shard,
+                             metrics=args.metrics, metrics_per_meter=args.metrics_per_meter,
+                             ramp=args.ramp, stats_interval=args.stats_interval)
         asyncio.run(run(profile, options))
     except (ProfileError, PortUrlError, StoreError) as error:
         print(f"meter-emu: {error}", file=sys.stderr)

@@ -279,6 +279,9 @@ def _validate(origin: str, d: dict) -> None:
     from .device.setup import check as check_setup  # the sections device/setup.py carries out
 
     check_setup(origin, d)
+    from .fleet import keys as fleet_keys
+
+    fleet_keys.check(origin, d)
     mqtt = d["mqtt"]
     _check(origin, _topic_word(mqtt["prefix"], allow_slash=True), "mqtt.prefix",
            "must be a non-empty MQTT topic without wildcards (+, #) or leading/trailing '/'")
@@ -327,6 +330,9 @@ class _Section:
 class Profile:
     origin: str
     data: dict = field(repr=False)  # holds the keys: never in a repr
+    #: one dict shared by the meters fleet_profiles made from one profile: a cache of what a
+    #: fresh meter derives from its profile alone, identity aside (the same for all of them)
+    template: dict | None = field(default=None, repr=False, compare=False)
 
     def __getattr__(self, section: str) -> Any:
         try:
@@ -365,9 +371,12 @@ def _nth(value: str, index: int, *, keep_width: bool = True) -> str:
     return prefix + (number.zfill(len(digits)) if keep_width else number)
 
 
-def fleet_profiles(profile: Profile, count: int) -> list[Profile]:
-    """``count`` meters made from one profile, each with its own identity; keys, dimensions
-    and everything else are the profile's.
+def fleet_profiles(profile: Profile, count: int,
+                   indices: range | None = None) -> list[Profile]:
+    """``count`` meters made from one profile, each with its own identity; keys (unless
+    ``[fleet]`` gives each meter its own, fleet/keys.py), dimensions and everything else are
+    the profile's. ``indices``: only these meters of the fleet (a shard's slice); they are
+    numbered as in the whole fleet, so a meter's identity does not depend on the sharding.
 
     The rule (meter ``i`` = 0 .. count-1; meter 0 is the profile itself):
 
@@ -380,32 +389,37 @@ def fleet_profiles(profile: Profile, count: int) -> list[Profile]:
       node + i, continuing on the next subnet after node 127.
 
     A value that overflows its field is refused (ProfileError) like any bad profile value.
+    Fleet meters share every other section of the profile (read-only), so a meter's profile
+    costs a few hundred bytes, not a copy of the whole profile.
     """
     if count < 1:
         raise ProfileError(f"--count {count}: at least one meter")
-    if count == 1:
+    indices = range(count) if indices is None else indices
+    if count == 1 and indices == range(1):
         return [profile]
     base = profile.data
     ident = base["identity"]
-    fleet = []
-    for index in range(count):
-        data = copy.deepcopy(base)
-        data["meter"]["id"] = _nth(base["meter"]["id"], index, keep_width=False)
-        new = data["identity"]
+    if int(ident["neuron_id"], 16) + count - 1 >= 1 << 48:
+        raise ProfileError(f"--count {count}: Neuron IDs from {ident['neuron_id']} pass "
+                           "FFFFFFFFFFFF")
+
+    def member(index: int) -> Profile:
+        data = dict(base)
+        data["meter"] = {**base["meter"], "id": _nth(base["meter"]["id"], index,
+                                                     keep_width=False)}
+        data["identity"] = new = dict(ident)
         for key in ("serial_number", "device_id", "utility_serial_number"):
             new[key] = _nth(ident[key], index) if index else ident[key]
-        nid = int(ident["neuron_id"], 16) + index
-        if nid >= 1 << 48:
-            raise ProfileError(f"--count {count}: Neuron IDs from {ident['neuron_id']} pass "
-                               "FFFFFFFFFFFF")
-        new["neuron_id"] = f"{nid:012X}"
+        new["neuron_id"] = f"{int(ident['neuron_id'], 16) + index:012X}"
         if ident["subnet"] and ident["node"]:
             slot = (ident["subnet"] - 1) * 127 + (ident["node"] - 1) + index
             new["subnet"], new["node"] = slot // 127 + 1, slot % 127 + 1
-        origin = f"{profile.origin} (fleet meter {index + 1} of {count})"
-        _validate(origin, data)
-        fleet.append(Profile(origin, data))
-    return fleet
+        return Profile(f"{profile.origin} (fleet meter {index + 1} of {count})", data, template)
+
+    template: dict = {}
+    last = member(count - 1)  # numbers only grow: if the last meter's fit, every meter's do
+    _validate(last.origin, last.data)
+    return [member(index) for index in indices]
 
 
 def load_profile(name_or_path: str = "default", overrides: list[str] = ()) -> Profile:

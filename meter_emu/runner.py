@@ -17,6 +17,10 @@ from pathlib import Path
 
 from .clock import VirtualClock
 from .device.meter import Meter, start_time
+from .fleet import keys as fleet_keys, stats
+from .fleet.progress import Progress
+from .fleet.shards import parse_shard, shard_indices
+from .fleet.timed import TimedActions
 from .ports.mep import inter_char_timeout, mep_protocol
 from .ports.optical import optical_protocol
 from .ports.transport import PortUrlError, open_endpoint
@@ -46,6 +50,11 @@ class RunOptions:
     topology: str | None = None  # --phy bpsk: attenuations and noise (phy/topology.py)
     phy_dump: str | None = None  # --phy bpsk: passband samples of every frame (.wav)
     serial_plc: str = "off"  # U50 serial NI: pty, a device path, host:DEVICE (phy/serial_plc.py)
+    shard: str | None = None  # "I/K": only slice I of K of the count meters (fleet/shards.py)
+    metrics: str = "off"  # Prometheus endpoint, tcp://HOST:PORT (fleet/metrics.py)
+    metrics_per_meter: int = 0  # per-meter series for the first N meters
+    ramp: float = 0.0  # seconds over which the meters come up
+    stats_interval: float = 60.0  # seconds between statistics lines (0: none)
 
 
 #: where ``--mqtt embedded`` listens: the standard MQTT port, so mosquitto_pub needs no -p
@@ -112,29 +121,6 @@ def write_ready_file(path: str, document: dict) -> None:
     os.replace(tmp, target)
 
 
-async def run_timed_actions(meters, clock, persist, max_sleep: float = 0.5) -> None:
-    """Wake at each meter's next timed action (pending activations, ...) and carry it out.
-
-    Actions are stamped with their own instant, so waking a little late (a fast virtual clock,
-    a busy loop) changes nothing a client can see; the short maximum sleep picks up actions a
-    client scheduled meanwhile."""
-    while True:
-        try:
-            now = clock.now()
-            for meter in meters:
-                meter.advance(now)
-            if any(meter.dirty for meter in meters):
-                persist()
-            deadlines = [d for meter in meters if (d := meter.next_deadline()) is not None]
-        except Exception:  # noqa: BLE001 - a bug in one action must not stop the meters
-            log.exception("timed actions failed; retrying")
-            deadlines = []
-        wait = max_sleep
-        if deadlines:
-            wait = min(wait, max(0.0, (min(deadlines) - clock.now()) / clock.rate))
-        await asyncio.sleep(wait)
-
-
 def _mep_factory(channel: int, url: str):
     """MEP client ``channel``'s port, paced as a meter paces it, with the inter-character
     time-out its transport calls for (ports/mep/link.py)."""
@@ -148,8 +134,8 @@ def _mep_factory(channel: int, url: str):
 
 
 def start_line(options: RunOptions, meters, clock, persist):
-    """The fleet's power line, a station (plc/station.py) per meter on it; None when no port
-    reaches it (CN/IP and the serial NI off)."""
+    """The fleet's power line, a station (plc/station.py) per meter on it (more join with
+    ``add_stations``); None when no port reaches it (CN/IP and the serial NI off)."""
     if options.cnip == "off" and options.serial_plc == "off":
         if options.phy != "ideal" or options.topology or options.phy_dump:
             raise PortUrlError("--phy/--topology/--phy-dump: the power line needs a port "
@@ -167,6 +153,98 @@ def start_line(options: RunOptions, meters, clock, persist):
                            "bpsk")
     from .phy.ideal import IdealLine
     return IdealLine(stations, persist)
+
+
+def add_stations(line, meters, clock) -> None:
+    """Meters that came up after the line started join it (an ideal line; --ramp)."""
+    if line is not None:
+        from .plc.station import MeterStation
+        line.add([MeterStation(meter, clock) for meter in meters])
+
+
+#: meters built between two looks at the event loop while a fleet starts
+BATCH = 250
+
+
+class Fleet:
+    """The meters of one process: built from their profiles and saved state, a set of those
+    whose state changed (saved by ``persist`` without scanning the fleet), and their timed
+    actions."""
+
+    def __init__(self, profile: Profile, options: RunOptions, store, clock):
+        count = options.count
+        indices = (shard_indices(count, *parse_shard(options.shard)) if options.shard
+                   else range(count))
+        self.profiles = fleet_keys.assign(fleet_profiles(profile, count, indices))
+        self.store, self.clock = store, clock
+        self.meters: list[Meter] = []
+        self.dirty: set[Meter] = set()
+        self.timed = TimedActions(clock, self.persist)
+
+    def build(self, profiles) -> list[Meter]:
+        built = []
+        for p in profiles:
+            meter = Meter(p, self.store.load(p.meter.id) if self.store else None,
+                          self.clock.now())
+            meter.on_dirty = self.dirty.add
+            if meter.dirty:
+                self.dirty.add(meter)
+            meter.event_listeners.append(stats.STATS.event)
+            self.timed.schedule(meter, at=self.clock.now())  # its first advance starts it
+            built.append(meter)
+        self.meters += built
+        stats.STATS.meters = len(self.meters)
+        return built
+
+    def persist(self) -> None:
+        """Save the meters whose state changed (before any answer leaves, DESIGN.md 7), then
+        look again at when each of them next acts."""
+        if not self.dirty:
+            return
+        changed = list(self.dirty)
+        self.dirty.clear()  # the set itself: every meter's on_dirty adds to it
+        try:
+            if self.store is not None:
+                self.store.flush(changed)
+            else:
+                for meter in changed:
+                    meter.dirty = False
+        except BaseException:
+            self.dirty.update(meter for meter in changed if meter.dirty)
+            raise
+        for meter in changed:
+            self.timed.schedule(meter)
+
+    def stop(self) -> None:
+        """Save what changed since the last save (timed actions). Meters are not advanced to
+        the stop instant: their next advance, after a restart, integrates from their last."""
+        if self.store is not None:
+            self.store.flush(list(self.dirty), progress=Progress(len(self.dirty), "saving"))
+        self.dirty.clear()
+
+
+async def build_rest(fleet: Fleet, rest, line, ramp: float) -> None:
+    """The meters after the first batch, batch by batch (the ports answer meanwhile), spread
+    over ``ramp`` seconds."""
+    progress = Progress(len(fleet.profiles), "starting")
+    progress.update(len(fleet.meters))
+    started = asyncio.get_running_loop().time()
+    for first in range(0, len(rest), BATCH):
+        built = fleet.build(rest[first:first + BATCH])
+        add_stations(line, built, fleet.clock)
+        progress.update(len(fleet.meters))
+        lag = started + ramp * (first + BATCH) / len(rest) - asyncio.get_running_loop().time()
+        await asyncio.sleep(max(0.0, lag))
+    progress.finish()
+
+
+async def print_statistics(interval: float) -> None:
+    """A line of the fleet's statistics every ``interval`` seconds."""
+    before = None
+    while True:
+        await asyncio.sleep(interval)
+        print(f"meter-emu: {stats.STATS.summary_line(before)}", flush=True)
+        before = stats.STATS.totals()
 
 
 async def start_serial_plc(options: RunOptions, line):
@@ -200,74 +278,115 @@ async def start_cnip(options: RunOptions, line):
 async def run(profile: Profile, options: RunOptions) -> None:
     if options.ready_file:
         Path(options.ready_file).unlink(missing_ok=True)  # a stale file from a killed run
+    stats.reset()
     store = StateStore(options.state_dir) if options.state_dir else None
     clock = VirtualClock(start_time(profile), profile.clock.rate)
-    meters = [Meter(p, store.load(p.meter.id) if store else None, clock.now())
-              for p in fleet_profiles(profile, options.count)]
-    meter = meters[0]  # the optical and MEP ports serve the first meter
-
-    def persist() -> None:
-        if store is not None:
-            store.flush(meters)
-        else:
-            for m in meters:
-                m.dirty = False
+    fleet = Fleet(profile, options, store, clock)
+    bpsk = options.phy == "bpsk"
+    if bpsk and options.ramp:
+        raise PortUrlError("--ramp: the BPSK line takes its meters at once; use --phy ideal")
+    # the first batch (the whole fleet on a BPSK line, which sets up every link at start)
+    first = fleet.profiles if bpsk else fleet.profiles[:BATCH]
+    fleet.build(first)
+    meter = fleet.meters[0]  # the optical and MEP ports serve the first meter
+    persist = fleet.persist
 
     if options.mep2 != "off" and product_dimensions(meter).mep_channels < 2:
         raise PortUrlError(f"--mep2: firmware {profile.identity.firmware_version} has one MEP "
                            "port; MEP client 2 needs firmware 4.0 or later (MEP guide p.21), "
                            "e.g. --set identity.firmware_version=4.30.01")
-    endpoints = {}
-    for name, url, factory in (
-        ("optical", options.optical, optical_protocol),
-        ("mep", options.mep, _mep_factory(1, options.mep)),
-        ("mep2", options.mep2, _mep_factory(2, options.mep2)),
-    ):
-        try:
+    endpoints: dict = {}
+    closers: list = []  # what to close, last opened first
+    try:
+        for name, url, factory in (
+            ("optical", options.optical, optical_protocol),
+            ("mep", options.mep, _mep_factory(1, options.mep)),
+            ("mep2", options.mep2, _mep_factory(2, options.mep2)),
+        ):
             endpoint = await open_endpoint(url, lambda f=factory: f(meter, clock), persist,
                                            f"{meter.id} {name}")
-        except Exception:
-            for opened in endpoints.values():
-                opened.close()
-            raise
-        if endpoint is not None:
-            endpoints[name] = endpoint
-
-    try:
-        line = start_line(options, meters, clock, persist)
-    except BaseException:
-        for opened in endpoints.values():
-            opened.close()
-        raise
-    try:
-        cnip = await start_cnip(options, line)
-        if cnip is not None:
-            endpoints["cnip"] = cnip
-        serial_plc = await start_serial_plc(options, line)
-        if serial_plc is not None:
-            endpoints["serial_plc"] = serial_plc
-    except BaseException:
-        for opened in endpoints.values():
-            opened.close()
+            if endpoint is not None:
+                endpoints[name] = endpoint
+                closers.append(endpoint.close)
+        line = start_line(options, fleet.meters, clock, persist)
         if line is not None:
-            line.close()
-        raise
-    ports = {name: endpoint.url for name, endpoint in endpoints.items()}
-    try:
+            closers.append(line.close)
+        for name, starter in (("cnip", start_cnip), ("serial_plc", start_serial_plc)):
+            endpoint = await starter(options, line)
+            if endpoint is not None:
+                endpoints[name] = endpoint
+                closers.append(endpoint.close)
+        await build_rest(fleet, fleet.profiles[len(first):], line, options.ramp)
+        meters = fleet.meters
+        ports = {name: endpoint.url for name, endpoint in endpoints.items()}
         broker, bridge, mqtt_url = await start_mqtt(options.mqtt, meters, clock, persist,
                                                     dict(ports))
+        if bridge is not None:
+            ports["mqtt"] = mqtt_url
+            closers.append(bridge.close)
+        if broker is not None:
+            closers.insert(closers.index(bridge.close), broker.close)
+        from .fleet import metrics as fleet_metrics
+
+        metrics = await fleet_metrics.start(options.metrics, meters,
+                                            per_meter=options.metrics_per_meter)
+        if metrics is not None:
+            ports["metrics"] = metrics.url
+            closers.append(metrics.close)
     except BaseException:
-        for opened in endpoints.values():
-            opened.close()
+        await _close(closers)
         raise
-    if bridge is not None:
-        ports["mqtt"] = mqtt_url
+    _print_banner(profile, options, fleet, ports, line, endpoints.get("cnip"), store)
+    if options.ready_file:
+        document = {"meters": [m.id for m in meters], "ports": ports,
+                    "neuron_ids": {m.id: m.profile.identity.neuron_id.upper() for m in meters}}
+        if options.shard:
+            document["shard"] = options.shard
+        write_ready_file(options.ready_file, document)
+
+    tasks = [asyncio.create_task(fleet.timed.run())]
+    if options.stats_interval > 0:
+        tasks.append(asyncio.create_task(print_statistics(options.stats_interval)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await _close(closers)
+        if options.ready_file:
+            Path(options.ready_file).unlink(missing_ok=True)  # no stale "ready" for scripts
+        fleet.stop()
+        if store is not None:
+            store.close()
+        print(f"meter-emu: {stats.STATS.summary_line()}", flush=True)
+        print("meter-emu: stopped", flush=True)
+
+
+async def _close(closers: list) -> None:
+    """Close what was opened, last first; coroutine closers are awaited."""
+    for close in reversed(closers):
+        try:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:  # noqa: BLE001 - closing the rest matters more
+            log.exception("closing %s failed", close)
+
+
+def _print_banner(profile, options, fleet, ports, line, cnip, store) -> None:
+    meters = fleet.meters
+    meter = meters[0]
+    shard = f", shard {options.shard}" if options.shard else ""
     if len(meters) == 1:
-        print(f"meter-emu: meter {meter.id} ({profile.origin}) is up", flush=True)
+        print(f"meter-emu: meter {meter.id} ({profile.origin}{shard}) is up", flush=True)
     else:
         print(f"meter-emu: {len(meters)} meters {meters[0].id} .. {meters[-1].id} "
-              f"({profile.origin}) are up; optical and MEP serve {meter.id}, the power line "
-              "all of them", flush=True)
+              f"({profile.origin}{shard}) are up; optical and MEP serve {meter.id}, the power "
+              "line all of them", flush=True)
     for name, url in ports.items():
         print(f"  {name:<8} {url}", flush=True)
     if line is not None:
@@ -294,40 +413,14 @@ async def run(profile: Profile, options: RunOptions) -> None:
                                for n, name in ((1, "mep"), (2, "mep2")) if name in ports)
         print(f"  MEP clients: {clients}; keys MAK/MBK from the profile, next sequence "
               f"number 0x{meter.mep_sequence:08X}", flush=True)
-    if bridge is not None:
+    if "mqtt" in ports:
         prefix = profile.mqtt.prefix
-        host, _, port = mqtt_url.removeprefix("mqtt://").rpartition(":")
+        host, _, port = ports["mqtt"].removeprefix("mqtt://").rpartition(":")
         print(f"  inject   mosquitto_pub -h {host} -p {port} -t "
               f"{prefix}/{meter.id}/set -m '{{\"voltage\": 231.5, \"current\": 12.0, "
               f"\"pf\": 0.95}}'", flush=True)
+    if "metrics" in ports:
+        print(f"  scrape   curl {ports['metrics'].replace('tcp://', 'http://')}/metrics",
+              flush=True)
     if store is not None:
         print(f"  state    {store.directory}", flush=True)
-    if options.ready_file:
-        write_ready_file(options.ready_file, {
-            "meters": [m.id for m in meters], "ports": ports,
-            "neuron_ids": {m.id: m.profile.identity.neuron_id.upper() for m in meters}})
-
-    timed = asyncio.create_task(run_timed_actions(meters, clock, persist))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        timed.cancel()
-        if bridge is not None:
-            await bridge.close()
-        if broker is not None:
-            await broker.close()
-        for endpoint in endpoints.values():
-            endpoint.close()
-        if line is not None:
-            line.close()
-        if options.ready_file:
-            Path(options.ready_file).unlink(missing_ok=True)  # no stale "ready" for scripts
-        if store is not None:
-            for m in meters:
-                store.save(m)
-            store.close()
-        print("meter-emu: stopped", flush=True)

@@ -148,10 +148,16 @@ class StateStore:
         self.meters.upsert(doc, Query().id == meter.id)
         meter.dirty = False
 
-    def flush(self, meters) -> None:
-        for meter in meters:
+    def flush(self, meters, progress=None) -> None:
+        """Save those of ``meters`` that are dirty; ``progress``: a fleet.progress.Progress
+        told how many are done."""
+        for done, meter in enumerate(list(meters), 1):
             if meter.dirty:
                 self.save(meter)
+            if progress is not None:
+                progress.update(done)
+        if progress is not None:
+            progress.finish()
 
     def close(self) -> None:
         self.db.close()

@@ -207,13 +207,17 @@ def advance(meter, now: float) -> None:
     own = _own(meter)
     last = own["last"]
     if last is None or now < last:  # first run, or a restart with an earlier start time
-        own["last"] = now
+        # a fleet starts its meters' engines lazily: energy counts from the meter's start
+        # however late its first advance comes (fleet/timed.py)
+        begin = meter.started if last is None and meter.started is not None else now
+        last = own["last"] = begin = min(begin, now)
         if own["outage_start"] is not None:  # an outage goes on; its seconds count from here
-            own["outage_start"] = min(own["outage_start"], now)
+            own["outage_start"] = min(own["outage_start"], begin)
         meter.dirty = True
-        _check(meter, own, cache, quantities.sample(meter, now), now)
-        tou.run_due(meter, now)  # the calendar's state from the first read on, not the first step
-        return
+        _check(meter, own, cache, quantities.sample(meter, begin), begin)
+        tou.run_due(meter, begin)  # the calendar's state from the first read on
+        if begin == now:
+            return
     if now == last:
         tou.run_due(meter, now)  # a BT53/BT54 write at this very instant takes effect at once
         return

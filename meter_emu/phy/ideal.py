@@ -75,6 +75,12 @@ class IdealLine:
         for station in self.stations:
             self._index(station)
 
+    def add(self, stations) -> None:
+        """More stations on the line (a fleet coming up in stages, ``--ramp``)."""
+        for station in stations:
+            self.stations.append(station)
+            self._index(station)
+
     def attach(self, gateway: Gateway) -> None:
         self.gateways.append(gateway)
 
