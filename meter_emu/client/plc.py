@@ -37,7 +37,7 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 from ..device.errors import ResponseCode
 from ..lon.config import CONFIGURED, Domain, NodeConfig
@@ -317,15 +317,19 @@ class LoadProfile:
 
 class PlcClient:
     """OSGP requests to meters through ``head_end``. ``key``: the OMA key (12 bytes for RC4,
-    16 for AES); ``broadcast_key``: the secure-broadcast key (default: ``key``). ``model``: a
-    profile (name or Profile) whose model meter gives the table sizes for whole-table reads."""
+    16 for AES); ``keys``: per-meter OMA keys of a fleet (fleet/keys.py), a mapping keyed by
+    ``MeterRef.key`` or a callable taking the MeterRef, None/missing meaning ``key``;
+    ``broadcast_key``: the secure-broadcast key (default: ``key``). ``model``: a profile (name
+    or Profile) whose model meter gives the table sizes for whole-table reads."""
 
     def __init__(self, head_end: HeadEnd, key: bytes, *, mode: str = "rc4",
                  encrypt: bool = False, broadcast_key: bytes | None = None,
                  timeout: float | None = None, model="default",
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None,
+                 keys: Mapping[str, bytes] | Callable[[MeterRef], bytes | None] | None = None):
         self.head_end = head_end
         self.key = key
+        self.keys = keys
         self.mode = mode
         self.encrypt = encrypt
         self.broadcast_key = broadcast_key or key
@@ -344,9 +348,17 @@ class PlcClient:
         ref = meter_ref(meter)
         session = self._sessions.get(ref.key)
         if session is None:
-            session = ClientSession(self.key, mode=self.mode, encrypt=self.encrypt)
+            session = ClientSession(self.key_for(ref), mode=self.mode, encrypt=self.encrypt)
             self._sessions[ref.key] = session
         return session
+
+    def key_for(self, meter) -> bytes:
+        """The meter's own OMA key when ``keys`` has one, else the client's ``key``."""
+        ref = meter_ref(meter)
+        if self.keys is None:
+            return self.key
+        own = self.keys(ref) if callable(self.keys) else self.keys.get(ref.key)
+        return self.key if own is None else own
 
     def exchange(self, meter, apdu: bytes, request: str, *,
                  service: Service = Service.REQUEST) -> bytes:

@@ -10,9 +10,20 @@ interface (the U50 link, host role: ``--serial PATH``) (client/plc.py).
     meter-emu client firmware-broadcast IMAGE --group G --meter M [--meter M ...] [--switch]
     meter-emu client status | wink         --meter M
 
-``--meter``: a Neuron ID (12 hex digits), SUBNET/NODE, or a meter's id from the ready file;
-``--via R1,R2``: repeaters (SUBNET/NODE or Neuron IDs), first hop first. Tables are printed
-decoded with the catalog's layout (``field = value``, bytes as hex); ``--raw`` prints hex.
+``--meter``: a Neuron ID (12 hex digits), SUBNET/NODE, or a meter's id from the ready file
+(or the key file); ``--via R1,R2``: repeaters (SUBNET/NODE or Neuron IDs), first hop first.
+Tables are printed decoded with the catalog's layout (``field = value``, bytes as hex);
+``--raw`` prints hex.
+
+Keys: ``--key`` (one OMA key for every meter), else ``--key-file`` (each ``--meter``'s own OMA
+key from a fleet's key file, fleet/keys.py; its length gives the mode unless ``--mode``), else
+the default profile's. Secure broadcasts use ``--broadcast-key``, else ``--key``, else the
+default profile's key: a fleet's broadcast key is its profile's ``[keys] oma``. Discovery is
+not secured: ``discover`` only checks that a key file given reads.
+
+A sharded fleet's ready file (``--shards K``: a ``shards`` list, each with its ports and
+meters) sends the request to the CN/IP (else serial) port of the shard holding the
+``--meter``s.
 
 Exit codes: 0 done; 1 the meter refused (the one-line error names the meter, the response
 code and the request); 2 a usage error; 3 no answer (no meter, lost link).
@@ -47,6 +58,9 @@ def _common() -> argparse.ArgumentParser:
     where.add_argument("--key", metavar="KEY",
                        help="the OMA key as profiles write it (12 or 16 ASCII characters, or "
                             "hex:...); default: the default profile's keys.oma")
+    where.add_argument("--key-file", metavar="FILE",
+                       help="each --meter's own OMA key from this key file (`meter-emu keys "
+                            "export`); --key wins when given")
     where.add_argument("--mode", choices=["rc4", "aes"],
                        help="PLC security mode (default: the default profile's)")
     where.add_argument("--encrypt", action="store_true", help="encrypt the requests' data")
@@ -114,6 +128,9 @@ def add_parser(sub) -> None:
     fw.add_argument("--group", type=lambda t: int(t, 0), required=True,
                     help="the EP27 broadcast group ID (set up beforehand)")
     fw.add_argument("--switch", action="store_true", help="EP10 on each meter afterwards")
+    fw.add_argument("--broadcast-key", metavar="KEY",
+                    help="the broadcast OMA key (the fleet profile's keys.oma; default: --key, "
+                         "else the default profile's)")
 
     actions.add_parser("status", parents=[common], help="14908.1 query status of a meter")
     actions.add_parser("wink", parents=[common], help="make a meter wink")
@@ -132,12 +149,13 @@ def _ready(args) -> dict:
 
 
 def _where(args, ready: dict) -> tuple[str, str]:
-    """("cnip", URL) or ("serial", PATH): the flags first, then the ready file's ports."""
+    """("cnip", URL) or ("serial", PATH): the flags first, then the ready file's ports (of
+    the shard holding the meters, in a sharded fleet's ready file)."""
     if args.cnip and args.serial:
         raise _Usage("give --cnip or --serial, not both")
     if args.cnip or args.serial:
         return ("cnip", args.cnip) if args.cnip else ("serial", args.serial)
-    ports = ready.get("ports", {})
+    ports = _shard(args, ready).get("ports") or ready.get("ports", {})
     if ports.get("cnip") not in (None, "off"):
         return "cnip", ports["cnip"]
     serial = ports.get("serial_plc")
@@ -147,30 +165,103 @@ def _where(args, ready: dict) -> tuple[str, str]:
                  "--ready-file PATH")
 
 
-def _key(args) -> tuple[bytes, str]:
-    from ..profile import load_profile, key_text_bytes
+def _shard(args, ready: dict) -> dict:
+    """The entry of ``ready["shards"]`` holding every ``--meter`` (shard 0 when they are given
+    by address, or for discovery); {} for a ready file of one process."""
+    shards = ready.get("shards")
+    if not shards:
+        return {}
+    ids = {nid.upper(): meter for meter, nid in (ready.get("neuron_ids") or {}).items()}
+    found = []
+    for text in args.meter:
+        meter = text if any(text in s.get("meters", ()) for s in shards) else \
+            ids.get(text.upper())
+        entry = next((s for s in shards if meter in s.get("meters", ())), None)
+        if entry is not None and entry not in found:
+            found.append(entry)
+    if len(found) > 1:
+        raise _Usage("the --meter meters are in different shards ("
+                     + ", ".join(str(s.get("shard")) for s in found)
+                     + "): one shard's meters per command")
+    return found[0] if found else shards[0]
+
+
+def _key_text(text: str, flag: str, mode: str | None = None) -> bytes:
+    from ..profile import key_text_bytes
+
+    try:
+        key = key_text_bytes(text)
+    except ValueError as error:
+        raise _Usage(f"{flag} {error}") from None
+    wanted = {"rc4": (12,), "aes": (16,), None: (12, 16)}[mode]
+    if len(key) not in wanted:
+        raise _Usage(f"{flag} has {len(key)} bytes; {mode or 'an OMA key'} needs "
+                     f"{' or '.join(map(str, wanted))}")
+    return key
+
+
+def _key(args, own: dict) -> tuple[bytes, str]:
+    """The client's key and mode; ``own``: the --meters' keys from the key file (their
+    length gives the mode when --mode does not)."""
+    from ..profile import OMA_KEY_LENGTHS, load_profile
 
     profile = load_profile()
-    mode = args.mode or profile.security.mode
+    lengths = {len(key) for key in own.values()}
+    if args.key is None and not args.mode and lengths:
+        if len(lengths) > 1:
+            raise _Usage(f"--key-file {args.key_file}: the meters' OMA keys have different "
+                         "lengths (12: rc4, 16: aes); give --mode and one mode's meters")
+        mode = next(m for m, n in OMA_KEY_LENGTHS.items() if n in lengths)
+    else:
+        mode = args.mode or profile.security.mode
     if args.key is None:
         return profile.oma_key(), mode
+    return _key_text(args.key, "--key", mode), mode
+
+
+def _key_file(args):
+    """The parsed --key-file (fleet/keys.py KeyFile), or None."""
+    if not args.key_file:
+        return None
+    from ..fleet.keys import read_key_file
+
     try:
-        key = key_text_bytes(args.key)
+        return read_key_file(args.key_file)
     except ValueError as error:
-        raise _Usage(f"--key {error}") from None
-    wanted = {"rc4": 12, "aes": 16}[mode]
-    if len(key) != wanted:
-        raise _Usage(f"--key has {len(key)} bytes; {mode} needs {wanted}")
-    return key, mode
+        raise _Usage(f"--key-file {error}") from None
 
 
-def _resolve_meter(text: str, ready: dict):
-    """A ready-file id (via its Neuron ID map, when the fleet writes one), else an address."""
+def _own_keys(args, key_file, texts: list[str], refs: list) -> dict:
+    """{MeterRef.key: OMA key} of the --meters from the key file (matched by meter id, Neuron
+    ID or subnet/node); a meter it does not list is a usage error."""
+    if key_file is None or args.key is not None:
+        return {}
+    by_address = {(r["subnet"], r["node"]): r for r in key_file.rows if r["subnet"]}
+    own = {}
+    for text, ref in zip(texts, refs):
+        row = key_file.by_meter.get(text)
+        if row is None and ref.neuron_id is not None:
+            row = key_file.by_neuron_id.get(ref.neuron_id.hex().upper())
+        if row is None and ref.address is not None:
+            row = by_address.get((ref.address.subnet, ref.address.node))
+        if row is None or row["oma"] is None:
+            raise _Usage(f"--meter {text}: {key_file.path} has no OMA key for it (give --key, "
+                         "or the key file of this fleet)")
+        own[ref.key] = row["oma"]
+    return own
+
+
+def _resolve_meter(text: str, ready: dict, key_file=None):
+    """A ready-file id (via its Neuron ID map, when the fleet writes one) or a key-file id,
+    else an address."""
     from .plc import meter_ref
 
     nids = ready.get("neuron_ids") or ready.get("plc", {}).get("neuron_ids") or {}
     if text in nids:
         return meter_ref(nids[text])
+    row = key_file.by_meter.get(text) if key_file is not None else None
+    if row is not None and row["neuron_id"]:
+        return meter_ref(row["neuron_id"])
     try:
         return meter_ref(text)
     except ValueError as error:
@@ -178,12 +269,10 @@ def _resolve_meter(text: str, ready: dict):
         raise _Usage(f"--meter {error}{known}") from None
 
 
-def _meters(args, ready: dict, *, required: bool = True) -> list:
-    refs = [_resolve_meter(text, ready) for text in args.meter]
+def _meters(args, ready: dict, key_file=None, *, required: bool = True) -> list:
+    refs = [_resolve_meter(text, ready, key_file) for text in args.meter]
     if required and not refs:
         raise _Usage("which meter? give --meter NEURON_ID or SUBNET/NODE")
-    if args.via:
-        refs = [ref.via(*args.via.split(",")) for ref in refs]
     return refs
 
 
@@ -271,7 +360,16 @@ def _run(args) -> int:
 
     ready = _ready(args)
     how, url = _where(args, ready)
-    key, mode = _key(args)
+    key_file = _key_file(args)
+    command = args.client_command
+    meters = _meters(args, ready, key_file, required=command != "discover")
+    meter_keys = (_own_keys(args, key_file, args.meter, meters) if command != "discover"
+                  else {})
+    if args.via:
+        meters = [ref.via(*args.via.split(",")) for ref in meters]
+    key, mode = _key(args, meter_keys)
+    broadcast = getattr(args, "broadcast_key", None)
+    broadcast_key = _key_text(broadcast, "--broadcast-key", mode) if broadcast else None
     domain = _hex(args.domain, "--domain")
     if len(domain) not in (0, 1, 3, 6):
         raise _Usage("--domain is 0, 1, 3 or 6 bytes")
@@ -283,8 +381,6 @@ def _run(args) -> int:
         raise _Usage(f"--address {error}") from None
     if not isinstance(own, SubnetNode):
         raise _Usage("--address is SUBNET/NODE")
-    command = args.client_command
-    meters = _meters(args, ready, required=command != "discover")
     config = head_end_config(domain, own.subnet, own.node)
     try:
         if how == "serial":
@@ -296,7 +392,8 @@ def _run(args) -> int:
         return EXIT_NO_ANSWER
     except (ValueError, OSError) as error:
         raise _Usage(f"--{how} {url}: {error}") from None
-    client = PlcClient(head_end, key, mode=mode, encrypt=args.encrypt, timeout=args.timeout)
+    client = PlcClient(head_end, key, mode=mode, encrypt=args.encrypt, timeout=args.timeout,
+                       keys=meter_keys, broadcast_key=broadcast_key)
     try:
         return _COMMANDS[command](client, args, meters)
     finally:

@@ -13,6 +13,7 @@ Designed (the guides say no more):
   (RC4 and the OMA digest, mode 0) and a 16-byte key (AES, mode 2); EP20 sets the one its
   length names, so a head-end can provision the AES key before it switches a meter to AES.
   ``oma_key`` answers the key of the current mode: EP20's, else the profile's ``[keys] oma``
+  (for the broadcast slot of a fleet with per-meter keys, the fleet profile's own: fleet/keys.py)
   (which the profile checks against ``[security] mode``), else None (the mode was changed at run
   time before a key of its length was provisioned: nothing can authenticate).
 * **The 80 % event** is event 108, whose argument's high byte says why it is logged: 0 EP20
@@ -37,6 +38,8 @@ KEY_LENGTHS = {RC4: 12, AES_PSK: 16}
 WARNING_PERCENT = 80  # MEP p.65
 USAGE_WARNING = 0x0100  # event 108's argument: high byte 1 = usage reached WARNING_PERCENT
 MAX_COUNT = 0xFFFFFFFF
+
+FLEET_BROADCAST_OMA = "fleet_broadcast_oma"  # fleet/keys.py BROADCAST_OMA (no upward import)
 
 _ET04 = 2048 + 4  # ET04 (catalog.et(4); not imported: the tables import this module)
 _ET04_MAX_USAGE = 123  # UINT32, LSB first
@@ -87,6 +90,8 @@ def oma_key(meter, slot: int = 0) -> bytes | None:
     if length is None:  # 1 is reserved
         return None
     key = provisioned_key(meter, slot, length)
+    if key is None and slot == BROADCAST and meter.profile.template:
+        key = meter.profile.template.get(FLEET_BROADCAST_OMA)  # one key for all (fleet/keys.py)
     if key is None:
         key = meter.profile.oma_key()
     return key if len(key) == length else None
