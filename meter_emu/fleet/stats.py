@@ -17,7 +17,7 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 #: response code bytes and the names C12.18 / OSGP give them (metering errors by code)
 CODE_NAMES = {0x00: "ok", 0x01: "err", 0x02: "sns", 0x03: "isc", 0x04: "onp", 0x05: "iar",
               0x06: "bsy", 0x07: "dnr", 0x08: "dlk", 0x09: "rno", 0x0A: "isss", 0x0B: "sme",
-              0x0C: "sequence", 0x1F: "interface_change"}
+              0x0C: "sequence", 0x1E: "incompatible", 0x1F: "interface_change"}
 
 
 def code_name(code: int) -> str:
@@ -42,7 +42,7 @@ class FleetStats:
         self.requests: Counter = Counter()  # (port, code) -> requests answered with it
         self.latency: dict[str, Latency] = {}  # port -> service time of its requests
         self.events: Counter = Counter()  # event number -> events logged
-        self.injections = 0  # quantity updates applied from MQTT
+        self.injections = 0  # meters whose quantities an MQTT message set (bridge)
         self.meters = 0  # meters up in this process
         #: meters whose own series are kept (--metrics-per-meter); empty: none are
         self.tracked: set[str] = set()

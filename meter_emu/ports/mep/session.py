@@ -21,15 +21,20 @@ The response message is ``response APDU | digest`` where the digest continues th
 response is encrypted by continuing the request's RC4 stream. Table services use the secured
 dialect (full read with a length, no checksums); a response that would exceed the 476-byte
 message limit answers ONP (0x04).
+
+Every request answered counts in the fleet's statistics (fleet/stats.py, port "mep", or "mep2"
+for MEP client 2) with its response code, taken before encryption, and its service time.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from ...device.access import Key
 from ...device.errors import ResponseCode, ServiceError
 from ...events import USER_MEP
+from ...fleet import stats
 from ...security import MepRc4, OmaKey
 from ...tables import mep_devices
 from ..table_services import SECURED, TABLE_SERVICES, handle_table_service
@@ -47,12 +52,20 @@ class MepSession:
         self.clock = clock
         self.port = port
         self.channel = 2 if port.endswith("mep2") else 1
+        self.stats_port = "mep2" if self.channel == 2 else "mep"
         self._keys = []
         for key, name in ((Key.MAK, "mak"), (Key.MBK, "mbk")):
             raw = meter.profile.key(name)[:16]  # keys may be given as 20 bytes; 16 are used
             self._keys.append((key, OmaKey(raw), MepRc4(raw)))
 
     def handle(self, message: bytes, now: float) -> bytes:
+        started = time.perf_counter()
+        code, response = self._answer(message)
+        stats.STATS.request(self.stats_port, self.meter.id, code, time.perf_counter() - started)
+        return response
+
+    def _answer(self, message: bytes) -> tuple[int, bytes]:
+        """(plaintext response code, response message)."""
         if len(message) > DIGEST + 4:
             body, tag = message[:-DIGEST], message[-DIGEST:]
             for key, oma, _ in self._keys:
@@ -67,7 +80,7 @@ class MepSession:
                     return self._serve(key, state, plain, stream)
         log.debug("%s: answering SME (0x0B): no key authenticates the %d-byte message",
                   self.port, len(message))
-        return bytes([ResponseCode.SME])
+        return ResponseCode.SME, bytes([ResponseCode.SME])
 
     def alert_pending(self) -> bool:
         """Whether this client has an ET13 alert to be told about (MEP p.17-18)."""
@@ -77,7 +90,7 @@ class MepSession:
             log.exception("%s: cannot read the alert flags", self.port)
             return False
 
-    def _serve(self, key: Key, digest_state, plain: bytes, stream) -> bytes:
+    def _serve(self, key: Key, digest_state, plain: bytes, stream) -> tuple[int, bytes]:
         apdu, sequence = plain[:-4], int.from_bytes(plain[-4:], "big")
         expected = self.meter.mep_sequence
         if (sequence - expected) % 2**32 > SEQUENCE_WINDOW:
@@ -87,11 +100,12 @@ class MepSession:
         else:
             self.meter.set_mep_sequence((sequence + 1) % 2**32)
             response = self._execute(key, apdu)
+        code = response[0]
         digest_state.update(response)
         tag = digest_state.digest()
         if stream is not None:
             response = stream.process(response)
-        return response + tag
+        return code, response + tag
 
     def _execute(self, key: Key, apdu: bytes) -> bytes:
         try:

@@ -12,17 +12,22 @@ Table reads and writes need a session. With no security (or a wrong password) on
 ``(-sum(data)) & 0xFF``. A response larger than the negotiated packet size x packet count is
 replaced by RNO (0x09), the C12.18 "renegotiate" answer, so a client never receives more than it
 said it can reassemble.
+
+Every request the session answers counts in the fleet's statistics (fleet/stats.py, port
+"optical") with its response code and service time.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import time
 
 from ...device.access import Key
 from ...device.errors import ResponseCode, ServiceError
 from ...events import (ACCESSED_FOR_READ, ACCESSED_FOR_WRITE, INVALID_PASSWORD, SESSION_ABORTED,
                        SESSION_ENDED)
+from ...fleet import stats
 from ..table_services import OPTICAL, handle_table_service
 from .link import OVERHEAD
 
@@ -77,6 +82,14 @@ class PsemSession:
 
     # ---- dispatch ---------------------------------------------------------------------
     def handle(self, apdu: bytes, now: float) -> bytes:
+        """The response APDU to one request APDU (``now``: real time, for the idle time-out)."""
+        started = time.perf_counter()
+        response = self._answer(apdu, now)
+        stats.STATS.request("optical", self.meter.id, response[0] if response else -1,
+                            time.perf_counter() - started)
+        return response
+
+    def _answer(self, apdu: bytes, now: float) -> bytes:
         if (
             self._last_activity is not None
             and self.state is not State.BASE
@@ -158,7 +171,8 @@ class PsemSession:
         self.user_name = apdu[3:13].decode("ascii", errors="replace").rstrip()
         self.state = State.SESSION
         self.key = None
-        self.meter.state.last_psn = 255  # "first sequence number after login must be other than 255"
+        # "first sequence number after login must be other than 255"
+        self.meter.state.last_psn = 255
         log.info("%s: logon user %d %r", self.port, self.user_id, self.user_name)
         return bytes([ResponseCode.OK])
 
