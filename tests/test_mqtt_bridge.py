@@ -55,6 +55,22 @@ def test_meter_set_topic_routes_the_json_object(fleet):
     assert action.key == "meter-emu/m1/set"
 
 
+def test_a_shard_leaves_other_shards_meters_alone(fleet):
+    """--shards K: every shard hears the whole fleet's topics; a meter that is not here is
+    another shard's, so its messages are neither applied nor refused."""
+    meters, groups = fleet
+    for topic, payload in (("meter-emu/ghost/set", b'{"voltage": 230}'),
+                           ("meter-emu/ghost/set/voltage", b"230"),
+                           ("meter-emu/group/west/set", b'{"voltage": 230}')):
+        assert topics.route(topic, payload, PREFIX, meters, groups, shard=True) == []
+    actions = topics.route("meter-emu/batch", b'{"ghost": {"voltage": 1}, "m1": {"pf": 0.9}}',
+                           PREFIX, meters, groups, shard=True)
+    assert [(a.kind, a.meters) for a in actions] == [(SET, (meters["m1"],))]
+    # still refused in a shard: what is wrong whoever serves the meter
+    [bad] = topics.route("meter-emu/m1/set", b"[1]", PREFIX, meters, groups, shard=True)
+    assert bad.kind == REJECT
+
+
 def test_unknown_meter_is_answered_on_the_prefix_error_topic(fleet):
     [action] = route(fleet, "meter-emu/ghost/set", b'{"voltage": 230}')
     assert (action.kind, action.error_topic) == (REJECT, "meter-emu/error")

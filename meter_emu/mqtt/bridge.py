@@ -19,6 +19,9 @@ Publishing never blocks a meter: event documents (``meter.event_listeners``) and
 bounded outgoing queue that the connection drains; while disconnected it keeps the newest
 messages. Rejected messages are answered on ``<prefix>/<meter>/error`` (or ``<prefix>/error``)
 and logged at warning.
+
+Each meter whose quantities a message changed counts one injection in the fleet's statistics
+(fleet/stats.py): a batch to 1,000 meters counts 1,000; triggers and rejected payloads none.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from ..fleet import stats
 from ..metering import engine
 from ..metering.quantities import InjectionError
 from . import topics
@@ -96,8 +100,9 @@ class MqttBridge:
 
     def __init__(self, url: str, meters: list, clock, persist, *, ports: dict | None = None,
                  queue_limit: int = 10_000, outgoing_limit: int = 100_000,
-                 state_after_apply_s: float = STATE_AFTER_APPLY_S):
+                 state_after_apply_s: float = STATE_AFTER_APPLY_S, shard: bool = False):
         self.url = url
+        self.shard = shard  # one shard of a fleet: other meters' messages are not ours
         self.host, self.port, self._user, self._password = parse_url(url)
         self.meters = list(meters)
         self.clock = clock
@@ -286,7 +291,7 @@ class MqttBridge:
         if route is None:
             return
         pending = self._pending
-        for action in topics.route(topic, payload, *route):
+        for action in topics.route(topic, payload, *route, shard=self.shard):
             if action.kind == REJECT:
                 self._reject(action)
                 continue
@@ -354,9 +359,10 @@ class MqttBridge:
     def _apply(self, action, changed: dict) -> None:
         now = self.clock.now()
         applied = False
+        injected = 0
         for meter in action.meters:
             try:
-                self.stats["updates"] += topics.perform(action, meter, now)
+                updates = topics.perform(action, meter, now)
             except InjectionError as exc:
                 self._reject(topics.Action(REJECT, action.topic, error=str(exc),
                                            error_topic=self._topics[meter].error))
@@ -366,10 +372,14 @@ class MqttBridge:
                 self._reject(topics.Action(REJECT, action.topic, error=f"internal error: {exc}",
                                            error_topic=self._topics[meter].error))
                 continue
+            self.stats["updates"] += updates
+            injected += updates > 0
             applied = True
             changed[meter] = None
         if applied:
             self.stats["applied"] += 1
+        if injected:
+            stats.STATS.injected(injected)
 
     def _after_apply(self, changed: dict) -> None:
         """Persist once for the whole drain; the state task then shows the changed meters."""

@@ -105,24 +105,30 @@ def _text(payload: bytes) -> tuple[str | None, str | None]:
 
 
 def route(topic: str, payload: bytes, prefix: str, meters_by_id: dict,
-          groups: dict[str, list]) -> list[Action]:
+          groups: dict[str, list], *, shard: bool = False) -> list[Action]:
     """What a message on ``topic`` means. Never raises: a message that cannot be used becomes
-    a REJECT action naming the error topic (the meter's, or ``<prefix>/error``)."""
+    a REJECT action naming the error topic (the meter's, or ``<prefix>/error``). ``shard``:
+    other processes serve the rest of the fleet on the same broker (``--shards``), so a meter
+    not here is theirs: its messages are left alone, not refused."""
     fleet_errors = f"{prefix}/error"
     if not topic.startswith(prefix + "/"):
         return [_reject(topic, fleet_errors, f"topic is not under the prefix {prefix!r}")]
     levels = topic[len(prefix) + 1:].split("/")
     head = levels[0]
     if levels == ["batch"]:
-        return _route_batch(topic, payload, prefix, meters_by_id)
+        return _route_batch(topic, payload, prefix, meters_by_id, shard)
     if len(levels) == 2 and levels[1] == "set" and head == "all":
         return _route_fleet(topic, payload, prefix, tuple(meters_by_id.values()), "all/set")
     if len(levels) == 3 and head == "group" and levels[2] == "set":
         members = groups.get(levels[1])
+        if not members and shard:
+            return []  # the group's meters are in other shards
         if not members:
             return [_reject(topic, fleet_errors, f"no meter is in group {levels[1]!r}")]
         return _route_fleet(topic, payload, prefix, tuple(members), "a group's set topic")
     meter = meters_by_id.get(head)
+    if meter is None and shard and head not in ("all", "group"):
+        return []  # another shard's meter
     if meter is None:
         known = ", ".join(itertools.islice(meters_by_id, 10))
         return [_reject(topic, fleet_errors, f"unknown meter {head!r} (known: {known})")]
@@ -171,8 +177,10 @@ def _route_fleet(topic: str, payload: bytes, prefix: str, members: tuple,
     return [Action(SET, topic, members, topic, values)]
 
 
-def _route_batch(topic: str, payload: bytes, prefix: str, meters_by_id: dict) -> list[Action]:
-    """One SET per meter; a bad entry is rejected on its own and never stops the others."""
+def _route_batch(topic: str, payload: bytes, prefix: str, meters_by_id: dict,
+                 shard: bool = False) -> list[Action]:
+    """One SET per meter; a bad entry is rejected on its own and never stops the others; in
+    a shard, entries for meters not here are another shard's."""
     batch, error = _json_object(payload, "the batch topic")
     if error:
         return [_reject(topic, f"{prefix}/error", error + ' ({"<meter>": {...}, ...})')]
@@ -180,7 +188,9 @@ def _route_batch(topic: str, payload: bytes, prefix: str, meters_by_id: dict) ->
     for meter_id, values in batch.items():
         meter = meters_by_id.get(meter_id)
         if meter is None:
-            actions.append(_reject(topic, f"{prefix}/error", f"batch: unknown meter {meter_id!r}"))
+            if not shard:
+                actions.append(_reject(topic, f"{prefix}/error",
+                                       f"batch: unknown meter {meter_id!r}"))
         elif not isinstance(values, dict):
             actions.append(_reject(topic, meter_topic(prefix, meter_id, "error"),
                                    f"batch entry for {meter_id}: expected a JSON object of "
