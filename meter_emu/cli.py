@@ -246,13 +246,17 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--shard", metavar="I/K",
                        help="run only slice I (0-based) of K of the --count meters")
     fleet.add_argument("--shards", type=int, metavar="K",
-                       help="run the fleet as K processes (one per core by default "
-                            "placement), restarting any that crashes")
+                       help="run the fleet as K shard processes, shard i on core i %% cores, "
+                            "each restarted (same ports, same --state) if it dies; an explicit "
+                            "--cnip/--metrics port P becomes P+i for shard i (0: each picks "
+                            "one); optical, MEP and --serial-plc belong to shard 0; --mqtt "
+                            "embedded runs one broker for all shards")
     fleet.add_argument("--metrics", default="off", metavar="URL",
                        help="serve Prometheus metrics at tcp://HOST:PORT/metrics (0 = any "
                             "free port) (default: off)")
     fleet.add_argument("--metrics-per-meter", type=int, default=0, metavar="N",
-                       help="also export per-meter series for the first N meters (default 0)")
+                       help="also export per-meter series for the first N meters of the "
+                            "process (at most 1000; needs --metrics; default 0)")
     fleet.add_argument("--stats-interval", type=float, default=60.0, metavar="S",
                        help="print a statistics line every S seconds (0: only at stop; "
                             "default 60)")

@@ -80,9 +80,9 @@ def _mqtt_url(url: str) -> bool:
     return url.startswith("mqtt://") and bool(host) and port.isdigit() and int(port) < 65536
 
 
-async def start_mqtt(url: str, meters, clock, persist, ports: dict):
-    """Start the embedded broker if asked, then the bridge. Returns (broker, bridge, url),
-    each None when not used."""
+async def start_mqtt(url: str, meters, clock, persist, ports: dict, *, shard: bool = False):
+    """Start the embedded broker if asked, then the bridge (``shard``: of one shard of a
+    fleet). Returns (broker, bridge, url), each None when not used."""
     address = mqtt_broker_address(url)
     if url == "off":
         return None, None, None
@@ -103,7 +103,7 @@ async def start_mqtt(url: str, meters, clock, persist, ports: dict):
                         address[1], exc.strerror, address[1])
             await broker.start(address[0], 0)
         url = broker.url
-    bridge = MqttBridge(url, meters, clock, persist, ports=ports)
+    bridge = MqttBridge(url, meters, clock, persist, ports=ports, shard=shard)
     try:
         await bridge.start()
     except Exception as exc:
@@ -320,7 +320,7 @@ async def run(profile: Profile, options: RunOptions) -> None:
         meters = fleet.meters
         ports = {name: endpoint.url for name, endpoint in endpoints.items()}
         broker, bridge, mqtt_url = await start_mqtt(options.mqtt, meters, clock, persist,
-                                                    dict(ports))
+                                                    dict(ports), shard=bool(options.shard))
         if bridge is not None:
             ports["mqtt"] = mqtt_url
             closers.append(bridge.close)
@@ -398,9 +398,12 @@ def _print_banner(profile, options, fleet, ports, line, cnip, store) -> None:
             if options.phy_dump:
                 print(f"  dump     {options.phy_dump} (every frame on the line, passband "
                       "480 kHz)", flush=True)
+    own_keys = profile.fleet.secret or profile.fleet.key_file
+    key_note = ("per-meter keys: meter-emu keys export lists them for --key-file" if own_keys
+                else "OMA key from the profile")
     if cnip is not None:
         print(f"  PLC over CN/IP: meter-emu client discover --cnip {cnip.url} "
-              f"(OMA key from the profile){'; capture ' + options.pcap if options.pcap else ''}",
+              f"({key_note}){'; capture ' + options.pcap if options.pcap else ''}",
               flush=True)
     if "serial_plc" in ports and not options.serial_plc.startswith("host:"):
         print(f"  PLC over a serial NI (U50 link, 115200 8N1): meter-emu client discover "
@@ -411,7 +414,8 @@ def _print_banner(profile, options, fleet, ports, line, cnip, store) -> None:
     if "mep" in ports or "mep2" in ports:
         clients = " and ".join(f"client {n} on {ports[name]}"
                                for n, name in ((1, "mep"), (2, "mep2")) if name in ports)
-        print(f"  MEP clients: {clients}; keys MAK/MBK from the profile, next sequence "
+        keys = f"of {meter.id} (per-meter)" if own_keys else "from the profile"
+        print(f"  MEP clients: {clients}; keys MAK/MBK {keys}, next sequence "
               f"number 0x{meter.mep_sequence:08X}", flush=True)
     if "mqtt" in ports:
         prefix = profile.mqtt.prefix

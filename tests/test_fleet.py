@@ -69,3 +69,137 @@ def test_count_20_distinct_meters_on_the_ports(start_emulator, tmp_path):
             assert [r.apdu for r in done.responses] == [b"\x2d" + nid]
     finally:
         head_end.close()
+
+
+# ---- fleets at scale: slices, shared sections, one ET42 rendering, lazy engines ------------
+
+
+def test_a_slice_of_the_fleet_has_the_whole_fleets_identities():
+    whole = fleet_profiles(load_profile(), 30)
+    part = fleet_profiles(load_profile(), 30, range(10, 20))
+    assert [p.meter.id for p in part] == [f"meter-{i}" for i in range(11, 21)]
+    assert [p.data["identity"] for p in part] == [p.data["identity"] for p in whole[10:20]]
+    # the last meter's numbers are checked even when it is in another slice
+    with pytest.raises(ProfileError, match="serial_number"):
+        fleet_profiles(load_profile(overrides=['identity.serial_number="9999999999999990"']),
+                       20, range(0, 5))
+
+
+def test_fleet_meters_share_the_profiles_sections_but_not_their_identity():
+    fleet = fleet_profiles(load_profile(), 3)
+    assert fleet[1].data["keys"] is fleet[2].data["keys"]
+    assert fleet[1].data["dimensions"] is fleet[2].data["dimensions"]
+    assert fleet[1].data["identity"] is not fleet[2].data["identity"]
+    assert fleet[1].data["meter"] is not fleet[2].data["meter"]
+    assert fleet[1].template is fleet[2].template is not None
+
+
+def test_fresh_fleet_meters_record_the_et42_they_render():
+    """ET42 is rendered once per fleet: the digest each fresh meter records must be the one it
+    would render itself (it would not be if ET42 depended on a meter's identity)."""
+    from meter_emu.device.meter import Meter
+
+    fleet = fleet_profiles(load_profile(overrides=["identity.firmware_version=3.70.01"]), 40)
+    meters = [Meter(p, None, 1_767_225_600.0) for p in (fleet[0], fleet[17], fleet[39])]
+    assert fleet[0].template["interface_digest"] == meters[0].state.interface_digest
+    for meter in meters:
+        assert meter.state.interface_digest == meter.interface_digest()
+
+
+def test_consecutive_neuron_ids_get_distinct_discovery_addresses():
+    from meter_emu.plc.services import DISCOVERY_SLOTS, discovery_address
+
+    first = int.from_bytes(DEFAULT_NEURON_ID, "big")
+    addresses = {discovery_address((first + i).to_bytes(6, "big")) for i in range(10_000)}
+    assert len(addresses) == 10_000
+    assert all(1 <= a.subnet <= 254 and 1 <= a.node <= 127 for a in addresses)
+    assert discovery_address((first + DISCOVERY_SLOTS).to_bytes(6, "big")) == \
+        discovery_address(first.to_bytes(6, "big"))
+
+
+def _bt23_forward_wh(meter, now: float) -> int:
+    from meter_emu.device.access import Key
+
+    return int.from_bytes(meter.read_table(1 * 23, Key.MK, now)[:4], "little", signed=True)
+
+
+def test_an_engine_started_late_counts_energy_from_the_meters_start():
+    """Fleet meters start their engines lazily (fleet/timed.py); a first advance an hour late
+    still meters the hour: 230 V x 10 A x 1 h = 2300 Wh."""
+    from meter_emu.device.meter import Meter
+
+    start = 1_767_225_600.0
+    profile = load_profile(overrides=["quantities.initial={voltage = 230, current = 10}"])
+    late, early = Meter(profile, None, start), Meter(profile, None, start)
+    early.advance(start)
+    assert _bt23_forward_wh(late, start + 3600) == _bt23_forward_wh(early, start + 3600) == 2300
+
+
+def test_timed_actions_wake_only_the_meters_that_are_due():
+    import asyncio
+
+    from meter_emu.clock import ManualClock
+    from meter_emu.device.meter import Meter
+    from meter_emu.fleet.timed import TimedActions
+    from meter_emu.metering import engine
+
+    clock = ManualClock()
+    saved = []
+    timed = TimedActions(clock, lambda: saved.append(clock.now()))
+    meters = [Meter(p, None, clock.now()) for p in fleet_profiles(load_profile(), 3)]
+
+    def engine_last(meter):
+        return meter.state.subsystems[engine.STATE]["last"]
+
+    async def scenario():
+        for meter in meters:
+            timed.schedule(meter, at=clock.now())
+        assert timed.due() == 3
+        assert timed.run_due() is False  # all three started
+        assert all(engine_last(m) == clock.now() for m in meters)
+        deadline = min(m.next_deadline() for m in meters)  # the load profile interval's end
+        assert timed.due() == 3 and deadline > clock.now()
+        clock.advance(deadline - clock.now() - 1)
+        timed.run_due()
+        assert all(engine_last(m) == 1_767_225_600.0 for m in meters)  # none was due yet
+        clock.advance(1)
+        timed.run_due()
+        assert all(engine_last(m) == deadline for m in meters)
+        assert all(m.next_deadline() > deadline for m in meters)
+
+    asyncio.run(scenario())
+
+
+def test_ramped_start_with_progress_and_statistics(start_emulator):
+    """``--ramp 1 --count 1000``: the meters come up over a second (progress lines on stderr,
+    not a terminal), all answer, and the statistics line at the stop counts the requests."""
+    emu = start_emulator("--count", "1000", "--ramp", "1", cnip="udp://127.0.0.1:0")
+    assert len(emu.ready["meters"]) == 1000
+    assert "meter-emu: starting [" in emu.stderr() and "1000/1000 meters" in emu.stderr()
+    from meter_emu.lon.frame import NeuronId
+
+    head_end = CnipHeadEnd(emu.ready["ports"]["cnip"])
+    try:
+        for index in (0, 999):
+            nid = (int.from_bytes(DEFAULT_NEURON_ID, "big") + index).to_bytes(6, "big")
+            assert head_end.send(bytes.fromhex("6d01000006"), NeuronId(nid)).ok
+    finally:
+        head_end.close()
+    emu.stop()
+    assert "meter-emu: 1000 meters; requests" in emu.stdout()
+
+
+def test_a_restart_rechecks_et42_when_the_profile_changed():
+    """A restarted meter skips rendering ET42 when its profile is the one it was checked with,
+    and still sees a change of firmware (ET42's required sections, MEP p.110)."""
+    from meter_emu.device.meter import Meter, MeterState
+
+    start = 1_767_225_600.0
+    saved = Meter(fleet_profiles(load_profile(), 3)[2], None, start).state.to_doc()
+    assert saved["interface_profile"] and saved["interface_digest"]
+    same = Meter(fleet_profiles(load_profile(), 3)[2], MeterState.from_doc(saved), start)
+    assert same.system_info().idt_version == 0 and not same.state.alarms
+    newer = fleet_profiles(load_profile(overrides=["identity.firmware_version=3.70.01"]), 3)[2]
+    upgraded = Meter(newer, MeterState.from_doc(saved), start)
+    assert upgraded.system_info().idt_version == 1
+    assert "dimension_change" in upgraded.state.alarms

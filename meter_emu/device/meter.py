@@ -22,11 +22,13 @@ import dataclasses
 import datetime as dt
 import hashlib
 import hmac
+import json
 import logging
 from dataclasses import dataclass, field
 
 from construct import ConstructError
 
+from .. import __version__
 from ..events import (ALTERNATE_LOG_EVENTS, CONFIGURATION_ERROR, EVENTS, PROCEDURE_INVOKED,
                       TABLE_WRITTEN, TIME_CHANGED, TIME_CHANGED_NEW, USER_NONE)
 from ..profile import Profile, parse_time
@@ -67,6 +69,7 @@ class MeterState:
     pending: list[dict] = field(default_factory=list)  # pending-table slots (device/pending.py)
     last_activation: float | None = None  # meter UTC second of the last pending activation
     interface_digest: str | None = None  # digest of ET42 when last checked (see check_interface)
+    interface_profile: str | None = None  # the profile's fingerprint then (profile_fingerprint)
     #: small JSON-able state owned by one subsystem each (relay, prepay, firmware, tariff, ...),
     #: keyed by the subsystem's name; see Meter.subsystem
     subsystems: dict[str, dict] = field(default_factory=dict, repr=False)  # EP20's keys
@@ -92,6 +95,7 @@ class MeterState:
             "pending": pending.to_doc(self.pending),
             "last_activation": self.last_activation,
             "interface_digest": self.interface_digest,
+            "interface_profile": self.interface_profile,
             "subsystems": self.subsystems,
         }
 
@@ -113,6 +117,7 @@ class MeterState:
             pending=pending.from_doc(doc.get("pending", [])),
             last_activation=doc.get("last_activation"),
             interface_digest=doc.get("interface_digest"),
+            interface_profile=doc.get("interface_profile"),
             subsystems={k: dict(v) for k, v in doc.get("subsystems", {}).items()},
         )
 
@@ -125,6 +130,23 @@ def _history_from_doc(doc: dict) -> EventLog:
     entries = [list(entry) for entry in saved]
     return EventLog(entries, len(entries), int(doc.get("history_unread", 0)),
                     bool(doc.get("history_overflow", False)), int(doc["history_sequence"]))
+
+
+_OWN_IDENTITY = ("serial_number", "device_id", "utility_serial_number", "neuron_id", "subnet",
+                 "node")
+
+
+def profile_fingerprint(profile: Profile) -> str:
+    """A digest of everything in a profile but what tells a fleet's meters apart (meter id,
+    serial numbers, Neuron ID, address, keys): what ET42 can depend on, the same for a fleet's
+    meters (kept in its template)."""
+    shared = profile.template if profile.template is not None else {}
+    if "fingerprint" not in shared:
+        rest = {k: v for k, v in profile.data.items() if k not in ("meter", "keys", "fleet")}
+        rest["identity"] = {k: v for k, v in rest["identity"].items() if k not in _OWN_IDENTITY}
+        text = json.dumps([__version__, rest], sort_keys=True, default=str)
+        shared["fingerprint"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return shared["fingerprint"]
 
 
 def _fresh_interface_digest(meter: "Meter") -> str:
@@ -164,10 +186,14 @@ class Meter:
         self.drop_mismatched_tables(now)
         if fresh:  # the profile's demand set-up is the factory's: no interface change
             setup.configure(self)
+        fingerprint = profile_fingerprint(profile)
         if fresh and profile.template is not None:
             self.state.interface_digest = _fresh_interface_digest(self)
-        else:
+        elif fresh or state.interface_profile != fingerprint or not state.interface_digest:
             self.check_interface()
+        # else: the same profile as when ET42 was last checked, and every change a client
+        # makes checks it at once (EP06, EP11, a code bank switch): a restart skips 13 ms
+        self.state.interface_profile = fingerprint
         if fresh:  # what the profile says this meter lived through (device/setup.py)
             setup.live(self, INTERFACE_REFERENCE_TIME if now is None else now)
 

@@ -127,8 +127,25 @@ class _Limits:
 
 
 def _phase_loss_seconds(meter) -> int:
-    values = CATALOG[ET55].layout_for(meter).parse(meter.table_bytes(ET55, 0.0))
-    return values.get("phase_loss_threshold_seconds", PHASE_LOSS_SECONDS)
+    def read() -> int:
+        values = CATALOG[ET55].layout_for(meter).parse(meter.table_bytes(ET55, 0.0))
+        return values.get("phase_loss_threshold_seconds", PHASE_LOSS_SECONDS)
+
+    if ET55 in meter.state.tables:  # a client wrote it: this meter's own
+        return read()
+    return _shared(meter, "phase_loss_seconds", read)
+
+
+def _shared(meter, name: str, compute):
+    """What every fresh meter of a fleet derives alike from its profile, computed once per
+    fleet (``Profile.template``; a meter whose firmware a code bank switch changed has its
+    own profile, without a template)."""
+    template = meter.profile.template
+    if template is None:
+        return compute()
+    if name not in template:
+        template[name] = compute()
+    return template[name]
 
 
 class _Watch:
@@ -177,7 +194,8 @@ def settings(meter) -> dict:
     a client wrote; ``thd_records`` as [time threshold, threshold] per THD record."""
     from ..tables.logs import ET09_SETTINGS, THD_SETTINGS  # the tables build on this module
 
-    names = {sub.name for sub in CATALOG[ET09].layout_for(meter).subcons}
+    names = _shared(meter, "et09_names",
+                    lambda: {sub.name for sub in CATALOG[ET09].layout_for(meter).subcons})
     values = {name: value for name, value in ET09_SETTINGS.items() if name in names}
     if "thd_records" in names:
         values["thd_records"] = [[THD_SETTINGS["thd_time_threshold"],

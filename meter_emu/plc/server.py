@@ -39,16 +39,22 @@ osgp-app-layer.md section 12) and is above the last accepted one; a replay or an
 ignored with a log line. The last accepted number restarts from the base when the head-end
 moves the base. Acceptance records ET04.76 Broadcast Receipt (the meter's local time) and runs
 the APDU, which must be a write (a read has nobody to answer to). No response is ever sent.
+
+**Counting.** Every unicast REQUEST answered counts in the fleet's statistics (fleet/stats.py,
+port "plc") with its response code, taken before sealing (an encrypted answer hides it), and
+its service time; broadcasts are not requests.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from ..device import keys
 from ..device.access import Key
 from ..device.errors import ResponseCode, ServiceError
 from ..events import POWER_UP, USER_PLC
+from ..fleet import stats
 from ..lon.frame import Broadcast, Group
 from ..lon.node import Service
 from ..ports.table_services import Dialect, handle_table_service
@@ -89,20 +95,26 @@ class PlcServer:
         self.meter = meter
         self.clock = clock
         self.port = port
+        self.code = ResponseCode.OK  # the response code of the last unicast answer
 
     # -- entry ---------------------------------------------------------------------------
 
     def handle(self, ind, now: float) -> bytes | None:
         """The response APDU to a unicast REQUEST, else None. Never raises."""
+        started = time.perf_counter()
         try:
             if isinstance(ind.dst, (Broadcast, Group)):
                 self._broadcast(bytes(ind.apdu))
                 return None
+            self.code = ResponseCode.ERR
             response = self._unicast(bytes(ind.apdu))
         except Exception:  # noqa: BLE001 - a bug costs one answer, never the meter
             log.exception("%s: internal error on a PLC message", self.meter.id)
-            return bytes([ResponseCode.ERR]) if ind.service == Service.REQUEST else None
-        return response if ind.service == Service.REQUEST else None
+            self.code, response = ResponseCode.ERR, bytes([ResponseCode.ERR])
+        if ind.service != Service.REQUEST:
+            return None
+        stats.STATS.request("plc", self.meter.id, self.code, time.perf_counter() - started)
+        return response
 
     # -- state ---------------------------------------------------------------------------
 
@@ -131,11 +143,9 @@ class PlcServer:
         state["sequence"] = value
         meter = self.meter
         raw = meter.state.tables.get(_ET04)
-        if raw is None:
-            from ..tables.extended import set_system_fields  # slow path, once per meter
-            set_system_fields(meter, sequence_number=value)
-        else:
-            meter.state.tables[_ET04] = value.to_bytes(4, "little") + raw[4:]
+        if raw is None:  # the first time: ET04 as the meter renders it (one build, no parse)
+            raw = meter.table_bytes(_ET04, 0.0)
+        meter.state.tables[_ET04] = value.to_bytes(4, "little") + raw[4:]
         meter.dirty = True
 
     # -- unicast -------------------------------------------------------------------------
@@ -148,7 +158,8 @@ class PlcServer:
         """Open a unicast secured request (unicast key, key use counted, sequence window,
         0x1F), and answer ``execute(apdu, encrypted, at) -> code ‖ data`` sealed; 0x0B, 0x0C
         and 0x1F as for the table services. ``encrypted``: the request came encrypted (always
-        in AES mode), so a service carrying keys (FCM) can refuse a plaintext one."""
+        in AES mode), so a service carrying keys (FCM) can refuse a plaintext one. ``code``
+        keeps the plaintext response code of the answer."""
         meter, at = self.meter, self.clock.now()
         secured = self._suite(keys.UNICAST)
         opened = None
@@ -158,6 +169,7 @@ class PlcServer:
         if opened is None:
             log.info("%s: answering 0x0B: no key authenticates the %d-byte PLC message%s",
                      meter.id, len(message), "" if secured else " (no key for the mode)")
+            self.code = ResponseCode.SME
             return bytes([ResponseCode.SME])
         apdu, sequence, exchange = opened
         state = self._state()
@@ -169,14 +181,18 @@ class PlcServer:
             self._set_sequence(state, expected)
             log.info("%s: answering 0x1F: IDT version now %d; expecting %08x", meter.id, idt,
                      expected)
+            self.code = INTERFACE_CHANGE
             return exchange.refuse(INTERFACE_CHANGE, expected)
         if (sequence - expected) & _WRAP > SEQUENCE_WINDOW:
             log.info("%s: answering 0x0C: sequence %08x, expected %08x", meter.id, sequence,
                      expected)
+            self.code = INVALID_SEQUENCE
             return exchange.refuse(INVALID_SEQUENCE, expected)
         self._set_sequence(state, (sequence + 1) & _WRAP)
         encrypted = secured.mode == "aes" or getattr(exchange, "stream", None) is not None
-        return exchange.seal(execute(apdu, encrypted, at))
+        response = execute(apdu, encrypted, at)
+        self.code = response[0] if response else ResponseCode.ERR
+        return exchange.seal(response)
 
     def _execute(self, apdu: bytes, size: int, at: float) -> bytes:
         try:

@@ -70,7 +70,6 @@ is the meter clock's UTC day; the count restarts at the first FCM of a new day.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import weakref
 from dataclasses import dataclass, field
@@ -104,10 +103,17 @@ class ServiceFormatError(ValueError):
 # ---------------------------------------------------------------------------------------
 # The global discovery domain
 
+#: subnet/node pairs of the discovery domain meters may take (subnets 1-254, nodes 1-127)
+DISCOVERY_SLOTS = (HEADEND_SUBNET - 1) * 127
+
+
 def discovery_address(neuron_id: bytes) -> SubnetNode:
-    """A meter's subnet/node in the discovery domain, derived from its Neuron ID."""
-    h = int.from_bytes(hashlib.blake2s(bytes(neuron_id), digest_size=4).digest(), "big")
-    return SubnetNode(1 + (h & 0xFFFF) % (HEADEND_SUBNET - 1), 1 + (h >> 16) % 127)
+    """A meter's subnet/node in the discovery domain, derived from its Neuron ID: the 48-bit
+    number modulo the 32,258 slots (``designed``), so consecutive Neuron IDs (a production
+    batch, a fleet) take distinct addresses up to 32,258 meters. (A hash would give a
+    1,000-meter fleet some 15 pairs of meters sharing an address.)"""
+    slot = int.from_bytes(bytes(neuron_id), "big") % DISCOVERY_SLOTS
+    return SubnetNode(1 + slot // 127, 1 + slot % 127)
 
 
 def discovery_index(config) -> int | None:
