@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -186,12 +187,10 @@ def place(pid: int, index: int) -> int | None:
 def _die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the supervisor dies (Linux), so a supervisor
     killed with -9 leaves no shard holding its ports."""
-    try:
-        import ctypes
+    import ctypes
 
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the shards may outlive it
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 async def _relay(stream, out, prefix: str, tail=None) -> None:
@@ -335,10 +334,8 @@ class Supervisor:
     async def stop_children(self) -> None:
         live = [s for s in self.shards if s.proc is not None and s.proc.returncode is None]
         for s in live:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
                 s.proc.send_signal(signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for s in live:
             try:
                 await asyncio.wait_for(s.wait_exit(), STOP_TIMEOUT_S)

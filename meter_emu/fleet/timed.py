@@ -15,6 +15,7 @@ loop keeps answering while 10,000 meters start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
@@ -89,8 +90,6 @@ class TimedActions:
                                      / self.clock.rate))
             self._sleeping_until = self.clock.now() + wait * self.clock.rate
             self._wake.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
-            except asyncio.TimeoutError:
-                pass
             self._sleeping_until = None
