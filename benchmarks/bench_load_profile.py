@@ -6,7 +6,7 @@ end, the registers set directly), and the machine it ran on.
 
 Figures: closing intervals (96 per meter-day, 4 channels of BT16 sources 0-3 read through
 ``engine.source_value``), the fast path (``run_due`` between interval ends, as the engine calls
-it at every step), and the memory the rings take. The budget (DESIGN.md section 6) is 10,000
+it at every step), and the memory the rings take, and a full BT64 render. The budget (DESIGN.md section 6) is 10,000
 meters x one day of 15-minute load profile in 30 s, engine included: 333 meter-days per second
 for everything."""
 
@@ -20,6 +20,7 @@ import time
 from meter_emu.device.meter import Meter
 from meter_emu.metering import recorder
 from meter_emu.profile import load_profile
+from meter_emu.tables import bt
 from meter_emu.tables import load_profile as lp
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -79,6 +80,13 @@ def main() -> None:
     print(f"\nfast path (run_due with nothing due, {calls} calls per meter):")
     print(f"  {calls * args.meters / seconds:>12,.0f} calls/s   "
           f"({seconds / (calls * args.meters) * 1e6:.2f} us each)")
+    renders = 20
+    meters[0].table_bytes(bt(64), now)
+    began = time.perf_counter()
+    for _ in range(renders):
+        size = len(meters[0].table_bytes(bt(64), now))
+    seconds = (time.perf_counter() - began) / renders
+    print(f"\nfull BT64 read (render of {size:,} bytes): {seconds * 1e3:.2f} ms each")
     ring = len(lp.memory(meters[0]).rings[0])
     print(f"\nmemory: after {1 + args.days} days each meter's ring holds {ring:,} bytes "
           f"({ring * args.meters / 2**20:.1f} MiB for the fleet); at most "

@@ -467,7 +467,9 @@ async def test_state_messages_periodic_and_after_injections(mosquitto):
             await until(lambda: bridge.stats["received"] == 3)
             state = await watcher.next("meter-emu/meter-1/state")
             assert state["quantities"]["voltage"] == [203.0]  # the latest, not one per message
-            assert time.monotonic() - shown >= 0.25
+            # no earlier than the period after the previous state (0.25 s); measured at the
+            # receiver, so both deliveries' jitter is allowed for
+            assert time.monotonic() - shown >= 0.2
     finally:
         await bridge.close()
 

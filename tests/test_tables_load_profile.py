@@ -4,7 +4,6 @@ they share: a reconfiguration must move every dependent size and offset together
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 import pytest
 from conftest import MK, PK, RK, LinkClient
@@ -79,12 +78,11 @@ def test_et21_is_not_readable_with_rk(client):
     assert len(client.read(bt(61))) == 13
 
 
-def test_full_data_table_render_is_fast(meter):
-    meter.table_bytes(bt(64), NOW)
-    start = time.perf_counter()
-    for _ in range(20):
-        assert len(meter.table_bytes(bt(64), NOW)) == 73_640
-    assert (time.perf_counter() - start) / 20 < 0.005
+def test_full_data_table_renders_the_same_every_time(meter):
+    """Its speed is a figure of benchmarks/bench_load_profile.py."""
+    first = meter.table_bytes(bt(64), NOW)
+    assert len(first) == 73_640
+    assert meter.table_bytes(bt(64), NOW) == first
 
 
 # ---- documented values --------------------------------------------------------------------
