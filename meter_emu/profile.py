@@ -317,10 +317,11 @@ def parse_time(text: str) -> dt.datetime:
 
 
 class _Section:
-    """Read-only attribute view of one profile section."""
+    """Read-only attribute view of one profile section. It shares the section's dict (no copy:
+    the meters ask their profile for a section on every request)."""
 
     def __init__(self, values: dict):
-        self.__dict__.update(values)
+        object.__setattr__(self, "__dict__", values)
 
     def __setattr__(self, name, value):
         raise AttributeError("profiles are read-only; use --set")

@@ -106,6 +106,46 @@ def test_fresh_fleet_meters_record_the_et42_they_render():
         assert meter.state.interface_digest == meter.interface_digest()
 
 
+@pytest.mark.parametrize("overrides", [[], ["identity.subnet=3", "identity.node=120"]])
+def test_fleet_meters_et04_is_the_one_they_would_build(overrides):
+    """ET04 is built once per fleet and patched with each meter's Neuron ID, subnet and node:
+    the image must be what a meter's own build gives (it would not be if another ET04 field
+    followed the identity)."""
+    from meter_emu.device.meter import Meter
+    from meter_emu.tables import et
+    from meter_emu.tables.extended import _ET04, _et04_values
+
+    fleet = fleet_profiles(load_profile(overrides=overrides), 300)
+    for index in (0, 1, 7, 299):
+        meter = Meter(fleet[index], None, 1_767_225_600.0)
+        assert meter.table_bytes(et(4), 0.0) == _ET04.build(_et04_values(meter))
+    assert "et04" in fleet[0].template
+
+
+def test_fleet_meters_share_power_quality_limits_until_one_is_configured_apart():
+    """Thresholds are derived once per fleet, also after each meter's first PLC request
+    stored its ET04 (another sequence number, Neuron ID and address); a meter whose ET04
+    rated voltage was written gets its own, from its own table."""
+    from meter_emu.device.meter import Meter
+    from meter_emu.metering import power_quality
+    from meter_emu.tables import et
+
+    fleet = fleet_profiles(load_profile(), 3)
+    meters = [Meter(p, None, 1_767_225_600.0) for p in fleet]
+    for n, meter in enumerate(meters):
+        image = meter.table_bytes(et(4), 0.0)
+        meter.state.tables[et(4)] = (1000 + n).to_bytes(4, "little") + image[4:]
+    limits = [power_quality._watch(meter).limits for meter in meters]
+    assert limits[0] is limits[1] is limits[2]
+    image = bytearray(meters[2].state.tables[et(4)])
+    image[60:62] = (120).to_bytes(2, "little")  # ET04 rated voltage (offset 60): 120 V
+    meters[2].state.tables[et(4)] = bytes(image)
+    own = power_quality._watch(meters[2]).limits
+    assert own is not limits[0]
+    assert own.voltage[power_quality.SAG][0] < limits[0].voltage[power_quality.SAG][0]
+    assert power_quality._watch(meters[0]).limits is limits[0]
+
+
 def test_consecutive_neuron_ids_get_distinct_discovery_addresses():
     from meter_emu.plc.services import DISCOVERY_SLOTS, discovery_address
 

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 from construct import ConstructError
@@ -420,7 +421,7 @@ class Meter:
         values = table.defaults(self) if table.stored else table.render(self, now)
         layout = table.layout_for(self)
         if isinstance(values, (bytes, bytearray)):  # a large table rendered straight to bytes
-            if len(values) != layout.sizeof():
+            if len(values) != _size(layout):
                 raise AssertionError(f"{table.label} rendered {len(values)} bytes, "
                                      f"its layout says {layout.sizeof()}")
             return bytes(values)
@@ -484,6 +485,17 @@ class Meter:
         if table.stored:
             self.state.tables[table.number] = new
         self.dirty = True
+
+
+_SIZES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _size(layout) -> int:
+    """A layout's size, once per layout object (a large Struct's sizeof walks every field)."""
+    size = _SIZES.get(layout)
+    if size is None:
+        size = _SIZES[layout] = layout.sizeof()
+    return size
 
 
 def _upgrade_tables(state: MeterState) -> None:

@@ -136,7 +136,7 @@ def _phase_loss_seconds(meter) -> int:
     return _shared(meter, "phase_loss_seconds", read)
 
 
-def _shared(meter, name: str, compute):
+def _shared(meter, name, compute):
     """What every fresh meter of a fleet derives alike from its profile, computed once per
     fleet (``Profile.template``; a meter whose firmware a code bank switch changed has its
     own profile, without a template)."""
@@ -155,7 +155,7 @@ class _Watch:
     __slots__ = ("limits", "et04", "et55", "sample", "pending", "outages", "latest")
 
     def __init__(self, meter):
-        self.limits = _Limits(meter)
+        self.limits = _limits(meter)
         self.et04 = _et04_settings(meter.state.tables.get(ET04))
         self.et55 = meter.state.tables.get(ET55)
         self.sample = None
@@ -165,6 +165,21 @@ class _Watch:
 
 
 _WATCHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _limits(meter) -> _Limits:
+    """The meter's limits; shared by the meters of a fleet whose ET09 and ET55 are the
+    profile's and whose ET04 is alike past the identity fields (sequence number, Neuron ID,
+    subnet/node: bytes 0-11), which the limits do not read."""
+    tables = meter.state.tables
+    if ET55 in tables or (meter.state.subsystems.get(STATE) or {}).get("settings"):
+        return _Limits(meter)
+    raw = tables.get(ET04)
+    return _shared(meter, ("limits", None if raw is None else raw[_ET04_IDENTITY_END:]),
+                   lambda: _Limits(meter))
+
+
+_ET04_IDENTITY_END = 12
 
 
 def _et04_settings(raw: bytes | None) -> bytes | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import dataclasses
 import weakref
 from dataclasses import dataclass
 
@@ -315,8 +316,25 @@ def _store(meter, parsed: dict[str, dict[int, dict]], now: float) -> None:
         for index, spec in by_phase.items():
             row[index] = [spec, now]
         settings[name] = row
-    _COMPILED.pop(meter, None)
+    _recompile(meter, settings, parsed)
     meter.dirty = True
+
+
+def _recompile(meter, settings: dict, changed) -> None:
+    """Keep a constant meter's Sample after constants were set: only the changed quantities
+    are built again (an MQTT flood sets constants, and the engine asks at once)."""
+    cached = _COMPILED.pop(meter, None)
+    if cached is None or cached[0] is None or cached[1] is not settings:
+        return
+    changes = {}
+    for name in changed:
+        row = settings[name]
+        if any(spec["type"] != "constant" for spec, _ in row):
+            return
+        quantity = QUANTITIES[name]
+        items = tuple(min(quantity.high, max(quantity.low, spec["value"])) for spec, _ in row)
+        changes[name] = items if quantity.phased else items[0]
+    _COMPILED[meter] = (dataclasses.replace(cached[0], **changes), settings)
 
 
 # ---- evaluation -------------------------------------------------------------------------
@@ -371,7 +389,8 @@ def _build(meter, settings: dict, now: float) -> Sample:
     values = {}
     for name, row in settings.items():
         quantity = QUANTITIES[name]
-        items = tuple(min(quantity.high, max(quantity.low, _evaluate(spec, t0, now)))
+        items = tuple(min(quantity.high, max(quantity.low, spec["value"] if spec["type"]
+                                             == "constant" else _evaluate(spec, t0, now)))
                       for spec, t0 in row)
         values[name] = items if quantity.phased else items[0]
     return Sample(**values)

@@ -342,8 +342,8 @@ class _Runtime:
     built from (by identity), the calendar, BT53/ET04 settings in seconds, the state dict it
     follows, and the next boundary (meter UTC) with whether DST switches there."""
 
-    __slots__ = ("state", "st", "raw54", "raw53", "raw_et04", "calendar", "config", "zone",
-                 "adjustment", "dst_time", "off_delta", "self_read_time", "next", "flip", "seen")
+    __slots__ = ("state", "st", "raw54", "raw53", "raw_et04", "et04_fields", "calendar", "config",
+                 "zone", "adjustment", "dst_time", "off_delta", "self_read_time", "next", "flip", "seen")
 
     def __init__(self):
         self.st = self.next = self.seen = None
@@ -356,9 +356,15 @@ def _runtime(meter) -> _Runtime:
     rt = getattr(meter, "_tou_runtime", None)
     state = meter.state
     tables = state.tables
+    et04 = tables.get(_ET04)
     if (rt is None or rt.state is not state or tables.get(_BT54) is not rt.raw54
-            or tables.get(_BT53) is not rt.raw53 or tables.get(_ET04) is not rt.raw_et04):
+            or tables.get(_BT53) is not rt.raw53):
         rt = meter._tou_runtime = _configure(meter, rt)
+    elif et04 is not rt.raw_et04:
+        if et04 is not None and _et04_fields(et04) == rt.et04_fields:
+            rt.raw_et04 = et04  # e.g. ET04.0 moved: the PLC sequence number, on every request
+        else:
+            rt = meter._tou_runtime = _configure(meter, rt)
     return rt
 
 
@@ -370,6 +376,7 @@ def _configure(meter, old: _Runtime | None) -> _Runtime:
     rt.calendar, image = _calendar_for(meter, rt.raw54)
     dst_time, adjustment, zone = time_tou.time_offset(meter)
     et04 = rt.raw_et04 if rt.raw_et04 is not None else meter.table_bytes(_ET04, 0.0)
+    rt.et04_fields = _et04_fields(et04)
     off_delta = int.from_bytes(et04[_DST_OFF_DELTA_AT:_DST_OFF_DELTA_AT + 2], "little",
                                signed=True)
     hour, minute = et04[_SELF_READ_TIME_AT], et04[_SELF_READ_TIME_AT + 1]
@@ -380,6 +387,12 @@ def _configure(meter, old: _Runtime | None) -> _Runtime:
     if old is not None and old.state is meter.state:
         rt.seen = old.seen
     return rt
+
+
+def _et04_fields(et04: bytes) -> bytes:
+    """The ET04 bytes the TOU reads: DST off time delta and self-read time."""
+    return (et04[_DST_OFF_DELTA_AT:_DST_OFF_DELTA_AT + 2]
+            + et04[_SELF_READ_TIME_AT:_SELF_READ_TIME_AT + 2])
 
 
 def _sync(meter, now: float) -> _Runtime:

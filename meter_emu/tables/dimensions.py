@@ -11,21 +11,33 @@ ET52 as "a total of 769 bytes" (MEP p.129).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..datatypes import parse_version
 
 
-def firmware(meter) -> tuple[int, int]:
-    """The meter's firmware version as (major, minor), e.g. (3, 10) for 3.10.21."""
-    major, minor, _ = parse_version(meter.profile.identity.firmware_version)
+@functools.lru_cache(maxsize=64)
+def _firmware_of(text: str) -> tuple[int, int]:
+    major, minor, _ = parse_version(text)
     return major, minor
+
+
+@functools.lru_cache(maxsize=64)
+def _threshold(version: str) -> tuple[int, int]:
+    major, minor = (int(part) for part in version.split("."))
+    return major, minor
+
+
+def firmware(meter) -> tuple[int, int]:
+    """The meter's firmware version as (major, minor), e.g. (3, 10) for 3.10.21 (parsed once
+    per version string: every request asks)."""
+    return _firmware_of(meter.profile.identity.firmware_version)
 
 
 def firmware_at_least(meter, version: str) -> bool:
     """True when the firmware is ``version`` ("3.50") or newer: the guides add fields by version."""
-    major, minor = (int(part) for part in version.split("."))
-    return firmware(meter) >= (major, minor)
+    return _firmware_of(meter.profile.identity.firmware_version) >= _threshold(version)
 
 
 @dataclass(frozen=True)
@@ -72,11 +84,15 @@ class ProductDimensions:
 
 
 def product_dimensions(meter) -> ProductDimensions:
-    gen4 = firmware_at_least(meter, "4.0")
-    by_firmware = 896 if firmware_at_least(meter, "3.50") else 768
+    return _dimensions(firmware(meter), meter.dims.transaction_request_length)
+
+
+@functools.lru_cache(maxsize=64)
+def _dimensions(version: tuple[int, int], request_length: int | None) -> ProductDimensions:
+    gen4, v350 = version >= (4, 0), version >= (3, 50)
     return ProductDimensions(
         devices=6 if gen4 else 5,
         mep_channels=2 if gen4 else 1,
-        transaction_request_length=meter.dims.transaction_request_length or by_firmware,
-        seasons=12 if firmware_at_least(meter, "3.50") else 4,
+        transaction_request_length=request_length or (896 if v350 else 768),
+        seasons=12 if v350 else 4,
     )
