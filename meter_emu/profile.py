@@ -15,7 +15,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 class ProfileError(ValueError):
@@ -340,6 +340,16 @@ class Profile:
             return _Section(self.data[section])
         except KeyError:
             raise AttributeError(section) from None
+
+    def shared(self, name, compute: Callable[[], Any]) -> Any:
+        """What every meter of a fleet derives alike from its profile (identity aside),
+        computed once per fleet in ``template``; outside a fleet, computed on each call."""
+        template = self.template
+        if template is None:
+            return compute()
+        if name not in template:
+            template[name] = compute()
+        return template[name]
 
     def key(self, name: str) -> bytes:
         """A key from [keys] as 20 bytes, NUL-padded (optical passwords are 20 bytes; the MEP

@@ -50,9 +50,13 @@ def test_memory_and_mqtt_measured(report):
     memory = report["memory"]
     assert memory["rss_mb"] > memory["rss_1_meter_mb"] > 0
     assert memory["kb_per_meter"] > 0
-    assert report["mqtt"]["updates"] > 0 and report["mqtt"]["updates_per_s"] > 0
-    # every update counted was published by the bench (one voltage per meter and message)
-    assert report["mqtt"]["updates"] <= report["mqtt"]["published"]
+    mqtt = report["mqtt"]
+    assert mqtt["meter_updates"] > 0 and mqtt["updates_per_s"] > 0
+    # each meter entry sets voltage, current and power factor: three quantity updates
+    assert mqtt["quantities_per_meter"] == 3
+    assert mqtt["updates"] == 3 * mqtt["meter_updates"]
+    # every update counted was published by the bench
+    assert mqtt["updates"] <= mqtt["published"]
 
 
 def test_budgets_judged(report):

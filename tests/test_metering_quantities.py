@@ -33,6 +33,25 @@ def test_pf_becomes_the_lagging_angle_and_a_negative_pf_a_leading_one():
     assert quantities.sample(m, T0).angle[0] == pytest.approx(-60.0)
 
 
+def test_constant_updates_give_the_sample_a_fresh_evaluation_gives():
+    """Constants set on a constant meter only rebuild the quantities they change; the
+    result must be what evaluating every setting gives, also after a generator came and went
+    and for one phase set on its own."""
+    m = meter("meter.phases=3")
+    steps = [{"voltage": [229.5, 230.5, 231.0], "current": 4.0, "pf": 0.9},
+             {"frequency": 50.1},
+             {"voltage": {"type": "sine", "mean": 230, "amplitude": 5, "period_s": 60}},
+             {"voltage": 231.5, "temperature": 30}]
+    for n, payload in enumerate(steps):
+        quantities.apply(m, payload, T0 + n)
+        assert quantities.sample(m, T0 + n + 0.5) == quantities._build(
+            m, quantities._state(m, T0)["settings"], T0 + n + 0.5)
+    quantities.apply_one(m, "current", 2, "7.5", T0 + 10)
+    fresh = quantities._build(m, quantities._state(m, T0)["settings"], T0 + 10)
+    assert quantities.sample(m, T0 + 10) == fresh and fresh.current == (4.0, 7.5, 4.0)
+    assert fresh.voltage == (231.5,) * 3 and fresh.temperature == 30.0
+
+
 def test_a_number_sets_every_phase_and_a_list_one_value_per_phase():
     m = meter("meter.phases=3")
     quantities.apply(m, {"voltage": 231.5, "current": [1, 2, 3]}, T0)

@@ -143,6 +143,8 @@ def next_due(meter) -> float | None:
 
 def activate_due(meter, now: float) -> None:
     """Activate, in time order, every pending table whose instant has come."""
+    if not meter.state.pending:  # the usual case, asked on every advance
+        return
     utc_now = meter.utc_seconds(now)
     due = sorted((s for s in meter.state.pending
                   if s["still"] and s["due"] is not None and s["due"] <= utc_now),

@@ -21,12 +21,14 @@ Method (designed: no public benchmark fixes it):
   code, length). The per-core figure divides the answers by the fleet process's CPU seconds
   during the phase (the bench's own CPU is the head-end's, on the other core); p50/p99 are
   request-to-verified-answer times here.
-* **MQTT**: ``<prefix>/batch`` messages of 1,000 meters (one voltage each) published QoS 1 to
-  the fleet's broker for ``--duration`` seconds, keeping at most 8,000 updates published and
-  not yet counted (under the bridge's 10,000-action queue); updates/s is the growth of the
-  fleet's ``meter_emu_injections_total`` divided by the time from the first message to the
-  scrape where it stopped growing. In a fleet smaller than that lead, newer entries for a meter
-  replace older ones not yet applied; only applied updates count.
+* **MQTT**: ``<prefix>/batch`` messages of 1,000 meters, each entry a measurement feed
+  (voltage, current and power factor near nominal: three quantity updates), published QoS 1 to
+  the fleet's broker for ``--duration`` seconds, keeping at most 8,000 meter entries published
+  and not yet counted (under the bridge's 10,000-action queue). The fleet's
+  ``meter_emu_injections_total`` counts the meters an entry changed; quantity updates are
+  three per meter, per second from the first message to the scrape where the count stopped
+  growing. In a fleet smaller than that lead, newer entries for a meter replace older ones
+  not yet applied; only applied updates count.
 """
 
 from __future__ import annotations
@@ -57,7 +59,9 @@ from .stats import code_name
 ET03 = 2048 + 3  # utility serial number table: 84 readable bytes from offset 0
 READ_COUNT = 84  # bytes per partial read: the largest a PLC answer carries (D1)
 BATCH_METERS = 1000  # meters per MQTT batch message
-MQTT_LEAD = 8000  # updates published and not yet counted, at most
+#: what each meter entry of a batch sets: a measurement feed (benchmarks/bench_mqtt.py alike)
+ENTRY_QUANTITIES = ("voltage", "current", "pf")
+MQTT_LEAD = 8000  # meter entries published and not yet counted, at most
 PUBLISHING = 8  # MQTT messages waiting for their PUBACK, at most
 REQUEST_TIMEOUT = 2.0  # seconds before an unanswered read counts as a timeout
 FIRST_OVERRIDES = ["mqtt.state_interval_s=0"]
@@ -396,6 +400,13 @@ class MqttResult:
     seconds: float = 0.0
 
 
+def entry(round_: int) -> dict:
+    """One meter's measurements in a batch: near nominal (no sag, surge or over-current
+    events: the budget is about a live feed), each round a new value of each quantity."""
+    step = round_ % 40
+    return {"voltage": 228.0 + step * 0.1, "current": 5.0 + step * 0.25, "pf": 0.90 + step / 1000}
+
+
 async def measure_mqtt(mqtt_url: str, metrics_url: str, prefix: str, meters: list[str],
                        seconds: float) -> MqttResult:
     import aiomqtt
@@ -430,8 +441,7 @@ async def measure_mqtt(mqtt_url: str, metrics_url: str, prefix: str, meters: lis
                     await asyncio.sleep(0.002)
                     continue
                 chunk = chunks[result.messages % len(chunks)]
-                value = 200.0 + (result.messages % 4000) * 0.01  # each round a new value
-                payload = json.dumps({meter: {"voltage": value} for meter in chunk})
+                payload = json.dumps({meter: entry(result.messages) for meter in chunk})
                 task = asyncio.create_task(client.publish(topic, payload, qos=1))
                 publishing.add(task)
                 task.add_done_callback(publishing.discard)
@@ -503,7 +513,8 @@ def print_report(report: dict) -> None:
           f"{_num(reads['per_core'])} req/s per core")
     print(f"          latency p50 {_num(reads['p50_ms'], 2)} ms, p99 {_num(reads['p99_ms'], 2)} "
           f"ms; errors {errors}; timeouts {reads['timeouts']}; resyncs {reads['resyncs']}")
-    print(f"mqtt:     {mqtt['updates']:,} quantity updates applied in {mqtt['seconds']:.2f} s = "
+    print(f"mqtt:     {mqtt['updates']:,} quantity updates ({mqtt['meter_updates']:,} meters x "
+          f"{mqtt['quantities_per_meter']}) applied in {mqtt['seconds']:.2f} s = "
           f"{_num(mqtt['updates_per_s'])} updates/s ({mqtt['messages']:,} batch messages, "
           f"{mqtt['published']:,} updates published)")
     print("budgets (DESIGN.md section 6):")
@@ -547,9 +558,13 @@ def run_bench(args, profile) -> dict:
         "p99_ms": round(percentile(reads.latencies, 0.99) * 1000, 3),
         "errors": reads.errors, "timeouts": reads.timeouts, "resyncs": reads.resyncs,
         "late": reads.late, "concurrency": concurrency, "bytes": READ_COUNT}
-    report["mqtt"] = {"updates": mqtt.updates, "seconds": round(mqtt.seconds, 3),
-                      "updates_per_s": round(mqtt.updates / mqtt.seconds, 1),
-                      "messages": mqtt.messages, "published": mqtt.published,
+    quantities = mqtt.updates * len(ENTRY_QUANTITIES)
+    report["mqtt"] = {"meter_updates": mqtt.updates, "quantities_per_meter":
+                      len(ENTRY_QUANTITIES), "updates": quantities,
+                      "seconds": round(mqtt.seconds, 3),
+                      "updates_per_s": round(quantities / mqtt.seconds, 1),
+                      "messages": mqtt.messages,
+                      "published": mqtt.published * len(ENTRY_QUANTITIES),
                       "meters_per_message": min(BATCH_METERS, args.count)}
     report["budgets"] = budgets(report)
     return report

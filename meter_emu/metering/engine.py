@@ -46,7 +46,6 @@ or loses no energy.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from ..device import conditions, relay
@@ -144,9 +143,9 @@ class _Powers:
         self.rates = rates
         #: the sample as the meter measures it (power quality sees this)
         self.measured = sample if current is sample.current and voltage is sample.voltage \
-            else dataclasses.replace(sample, voltage=voltage, current=current,
-                          neutral_current=0.0 if outage or relay_open
-                          else sample.neutral_current)
+            else sample._replace(voltage=voltage, current=current,
+                                 neutral_current=0.0 if outage or relay_open
+                                 else sample.neutral_current)
 
 
 def _clean(value: float, scale: float) -> float:

@@ -133,19 +133,7 @@ def _phase_loss_seconds(meter) -> int:
 
     if ET55 in meter.state.tables:  # a client wrote it: this meter's own
         return read()
-    return _shared(meter, "phase_loss_seconds", read)
-
-
-def _shared(meter, name, compute):
-    """What every fresh meter of a fleet derives alike from its profile, computed once per
-    fleet (``Profile.template``; a meter whose firmware a code bank switch changed has its
-    own profile, without a template)."""
-    template = meter.profile.template
-    if template is None:
-        return compute()
-    if name not in template:
-        template[name] = compute()
-    return template[name]
+    return meter.profile.shared("phase_loss_seconds", read)
 
 
 class _Watch:
@@ -175,8 +163,8 @@ def _limits(meter) -> _Limits:
     if ET55 in tables or (meter.state.subsystems.get(STATE) or {}).get("settings"):
         return _Limits(meter)
     raw = tables.get(ET04)
-    return _shared(meter, ("limits", None if raw is None else raw[_ET04_IDENTITY_END:]),
-                   lambda: _Limits(meter))
+    key = ("limits", None if raw is None else raw[_ET04_IDENTITY_END:])
+    return meter.profile.shared(key, lambda: _Limits(meter))
 
 
 _ET04_IDENTITY_END = 12
@@ -209,8 +197,8 @@ def settings(meter) -> dict:
     a client wrote; ``thd_records`` as [time threshold, threshold] per THD record."""
     from ..tables.logs import ET09_SETTINGS, THD_SETTINGS  # the tables build on this module
 
-    names = _shared(meter, "et09_names",
-                    lambda: {sub.name for sub in CATALOG[ET09].layout_for(meter).subcons})
+    names = meter.profile.shared(
+        "et09_names", lambda: {sub.name for sub in CATALOG[ET09].layout_for(meter).subcons})
     values = {name: value for name, value in ET09_SETTINGS.items() if name in names}
     if "thd_records" in names:
         values["thd_records"] = [[THD_SETTINGS["thd_time_threshold"],

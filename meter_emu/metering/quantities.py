@@ -21,9 +21,9 @@ from __future__ import annotations
 import csv
 import math
 import random
-import dataclasses
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class InjectionError(ValueError):
@@ -58,9 +58,9 @@ GENERATORS = ("constant", "ramp", "sine", "noise", "csv")
 STATE = "quantities"
 
 
-@dataclass(frozen=True)
-class Sample:
-    """Every quantity at one instant (per-phase tuples have one item per phase)."""
+class Sample(NamedTuple):
+    """Every quantity at one instant (per-phase tuples have one item per phase). A named
+    tuple: a constant meter's sample is rebuilt on every MQTT update (``_replace``)."""
 
     voltage: tuple[float, ...]
     current: tuple[float, ...]
@@ -328,13 +328,14 @@ def _recompile(meter, settings: dict, changed) -> None:
         return
     changes = {}
     for name in changed:
-        row = settings[name]
-        if any(spec["type"] != "constant" for spec, _ in row):
-            return
         quantity = QUANTITIES[name]
-        items = tuple(min(quantity.high, max(quantity.low, spec["value"])) for spec, _ in row)
-        changes[name] = items if quantity.phased else items[0]
-    _COMPILED[meter] = (dataclasses.replace(cached[0], **changes), settings)
+        low, high, items = quantity.low, quantity.high, []
+        for spec, _ in settings[name]:
+            if spec["type"] != "constant":
+                return
+            items.append(min(high, max(low, spec["value"])))  # as _build clamps
+        changes[name] = tuple(items) if quantity.phased else items[0]
+    _COMPILED[meter] = (cached[0]._replace(**changes), settings)
 
 
 # ---- evaluation -------------------------------------------------------------------------

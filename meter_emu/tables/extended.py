@@ -133,12 +133,9 @@ def _et04_defaults(meter):
     """A fleet meter's ET04 differs from its fleet's only in bytes 4-11 (Neuron ID, subnet,
     node): built once per fleet (``Profile.template``), patched per meter. Every meter's first
     PLC request stores ET04 (its sequence number), so this is on a fleet's hot path."""
-    template = meter.profile.template
-    if template is None:
+    if meter.profile.template is None:
         return _et04_values(meter)
-    image = template.get("et04")
-    if image is None:
-        image = template["et04"] = _ET04.build(_et04_values(meter))
+    image = meter.profile.shared("et04", lambda: _ET04.build(_et04_values(meter)))
     ident = meter.profile.identity
     own = bytes.fromhex(ident.neuron_id) + bytes((ident.subnet, ident.node))
     return image[:4] + own + image[12:]

@@ -201,9 +201,16 @@ def monitoring(meter) -> Monitoring:
     cached = getattr(meter, "_bt73_monitoring", None)
     if cached is not None and cached[0] is stored:
         return cached[1]
+    result = _parse_monitoring(meter) if stored is not None else \
+        meter.profile.shared("bt73_monitoring", lambda: _parse_monitoring(meter))
+    meter._bt73_monitoring = (stored, result)
+    return result
+
+
+def _parse_monitoring(meter) -> Monitoring:
     values = _bt73_layout(meter).parse(meter.table_bytes(bt(73), 0.0))
     standard_bits = _event_bytes(meter)[0] * 8
-    result = Monitoring(
+    return Monitoring(
         events=frozenset(values.standard_events_monitored)
         | frozenset(standard_bits + b for b in values.manufacturer_events_monitored),
         tables=frozenset(values.standard_tables_monitored)
@@ -211,8 +218,6 @@ def monitoring(meter) -> Monitoring:
         procedures=frozenset(values.standard_procedures_monitored)
         | frozenset(MANUFACTURER_FLAG + b for b in values.manufacturer_procedures_monitored),
     )
-    meter._bt73_monitoring = (stored, result)
-    return result
 
 
 # ---------------------------------------------------------------------------------------
