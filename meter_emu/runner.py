@@ -8,6 +8,7 @@ the ports and flushes the state.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -194,6 +195,7 @@ class Fleet:
             built.append(meter)
         self.meters += built
         stats.STATS.meters = len(self.meters)
+        freeze_heap()
         return built
 
     def persist(self) -> None:
@@ -238,6 +240,26 @@ async def build_rest(fleet: Fleet, rest, line, ramp: float) -> None:
     progress.finish()
 
 
+#: gc thresholds for a fleet: young collections 30x rarer than Python's default (700), since
+#: answering a request allocates a few hundred objects that reference counting frees anyway
+GC_THRESHOLDS = (20_000, 20, 10)
+
+
+def freeze_heap() -> None:
+    """Collect, then freeze what lives (gc.freeze): the meters live as long as the process,
+    and full collections walking 10,000 meters' state took 0.1-0.4 s each, a dozen of them
+    during a start (pauses every port felt). Frozen objects are walked no more; their garbage
+    is still freed by reference counting. Each call collects only what came since the last."""
+    gc.collect()
+    gc.freeze()
+
+
+async def freeze_when_started(timed: TimedActions) -> None:
+    """Freeze again once every meter has made its first advance (its engine's state)."""
+    await timed.caught_up.wait()
+    freeze_heap()
+
+
 async def print_statistics(interval: float) -> None:
     """A line of the fleet's statistics every ``interval`` seconds."""
     before = None
@@ -279,6 +301,7 @@ async def run(profile: Profile, options: RunOptions) -> None:
     if options.ready_file:
         Path(options.ready_file).unlink(missing_ok=True)  # a stale file from a killed run
     stats.reset()
+    gc.set_threshold(*GC_THRESHOLDS)
     store = StateStore(options.state_dir) if options.state_dir else None
     clock = VirtualClock(start_time(profile), profile.clock.rate)
     fleet = Fleet(profile, options, store, clock)
@@ -344,7 +367,8 @@ async def run(profile: Profile, options: RunOptions) -> None:
             document["shard"] = options.shard
         write_ready_file(options.ready_file, document)
 
-    tasks = [asyncio.create_task(fleet.timed.run())]
+    tasks = [asyncio.create_task(fleet.timed.run()),
+             asyncio.create_task(freeze_when_started(fleet.timed))]
     if options.stats_interval > 0:
         tasks.append(asyncio.create_task(print_statistics(options.stats_interval)))
     stop = asyncio.Event()

@@ -37,6 +37,8 @@ class TimedActions:
         self._order = itertools.count()
         self._wake = asyncio.Event()
         self._sleeping_until: float | None = None
+        #: set once nothing is due any more: the start's wave of first advances is through
+        self.caught_up = asyncio.Event()
 
     def schedule(self, meter, at: float | None = None) -> None:
         """Wake ``meter`` at ``at`` (virtual time), else at its own next deadline."""
@@ -84,6 +86,7 @@ class TimedActions:
             if more:
                 await asyncio.sleep(0)
                 continue
+            self.caught_up.set()
             wait = self.max_sleep
             if self._heap:
                 wait = min(wait, max(0.0, (self._heap[0][0] - self.clock.now())
