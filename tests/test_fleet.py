@@ -210,6 +210,41 @@ def test_timed_actions_wake_only_the_meters_that_are_due():
     asyncio.run(scenario())
 
 
+def test_the_fleet_is_frozen_for_the_gc_once_its_meters_have_started():
+    """run() freezes the heap (gc.freeze) once the start's first advances are through, so
+    full collections no longer walk the meters' state; not before (their engines' state
+    would stay behind, young)."""
+    import asyncio
+    import gc
+
+    from meter_emu.clock import ManualClock
+    from meter_emu.device.meter import Meter
+    from meter_emu.fleet.timed import TimedActions
+    from meter_emu.runner import freeze_when_started
+
+    clock = ManualClock()
+    timed = TimedActions(clock, lambda: None)
+    meters = [Meter(p, None, clock.now()) for p in fleet_profiles(load_profile(), 300)]
+
+    async def scenario():
+        for meter in meters:
+            timed.schedule(meter, at=clock.now())
+        gc.unfreeze()
+        freezer = asyncio.create_task(freeze_when_started(timed))
+        runner = asyncio.create_task(timed.run())
+        await asyncio.sleep(0)
+        assert not freezer.done() and gc.get_freeze_count() == 0
+        await asyncio.wait_for(freezer, 30)
+        assert timed.due() == 300 and timed.caught_up.is_set()  # every meter started
+        assert gc.get_freeze_count() > 300 * 50  # their state, among the rest
+        runner.cancel()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.unfreeze()
+
+
 def test_ramped_start_with_progress_and_statistics(start_emulator):
     """``--ramp 1 --count 1000``: the meters come up over a second (progress lines on stderr,
     not a terminal), all answer, and the statistics line at the stop counts the requests."""
