@@ -146,6 +146,77 @@ def test_shards_restart_a_killed_shard_with_its_writes_and_ports(start_emulator,
         end.close()
 
 
+def _scrape(url: str) -> dict:
+    """{(sample name, frozenset(labels)): value}, parsed with prometheus-client's parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url.replace("tcp://", "http://") + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _plc_ok(samples: dict) -> float:
+    return samples.get(("meter_emu_requests_total",
+                        frozenset({"port": "plc", "code": "ok"}.items())), 0)
+
+
+def _reads(ready: dict, shard: int, meters: list[str]) -> None:
+    end = CnipHeadEnd(ready["shards"][shard]["ports"]["cnip"])
+    try:
+        for meter in meters:
+            plain = end.secured(ClientSession(OMA_KEY, mode="rc4"), partial_read(ET03, 0, 4),
+                                _nid(ready, meter))
+            assert plain[:1] == b"\x00", plain.hex()
+    finally:
+        end.close()
+
+
+def test_the_supervisors_metrics_are_the_shards_sum_also_across_a_restart(start_emulator,
+                                                                          tmp_path):
+    emu = start_emulator("--count", "40", "--shards", "2", "--metrics", "tcp://127.0.0.1:0",
+                         cnip="udp://127.0.0.1:0", optical="off", mep="off",
+                         state=tmp_path / "state")
+    ready = emu.ready
+    total_url = ready["ports"]["metrics"]
+    shard_urls = [s["ports"]["metrics"] for s in ready["shards"]]
+    assert len({total_url, *shard_urls}) == 3  # the sum and each shard's own
+    assert f"metrics  {total_url} (the sum of the shards')" in emu.stdout()
+
+    _reads(ready, 0, ["meter-1", "meter-2", "meter-3"])
+    _reads(ready, 1, ["meter-21", "meter-30"])
+    each = [_scrape(url) for url in shard_urls]
+    total = _scrape(total_url)
+    # a secured request is counted once where it is answered; a first one may take a resync
+    assert _plc_ok(each[0]) >= 3 and _plc_ok(each[1]) >= 2
+    assert _plc_ok(total) == _plc_ok(each[0]) + _plc_ok(each[1])
+    assert total[("meter_emu_meters", frozenset())] == 40
+    assert total[("meter_emu_shards", frozenset())] == 2
+    assert total[("meter_emu_shards_up", frozenset())] == 2
+    count = ("meter_emu_request_duration_seconds_count", frozenset({"port": "plc"}.items()))
+    assert total[count] == each[0][count] + each[1][count]
+    inf = ("meter_emu_request_duration_seconds_bucket",
+           frozenset({"port": "plc", "le": "+Inf"}.items()))
+    assert total[inf] == total[count]
+    before = _plc_ok(total)
+
+    one = ready["shards"][1]
+    os.kill(one["pid"], 9)
+    after = wait_for(lambda: _restarted(emu.ready_file, one["pid"]), 30,
+                     "the ready file showing shard 1's new pid")
+    assert after["shards"][1]["ports"]["metrics"] == shard_urls[1]  # pinned
+    assert _plc_ok(_scrape(shard_urls[1])) == 0  # the new process counts afresh
+    _reads(after, 1, ["meter-22"])
+    restarted = _plc_ok(_scrape(shard_urls[1]))
+    assert restarted >= 1
+    total = _scrape(total_url)
+    assert _plc_ok(total) == before + restarted  # carried over the restart: never backwards
+    assert total[("meter_emu_meters", frozenset())] == 40
+    assert emu.stop(timeout=30) == 0
+
+
 def _restarted(path: Path, old_pid: int) -> dict | None:
     import json
 

@@ -95,8 +95,10 @@ class FleetCollector:
 class MetricsEndpoint:
     """The listening endpoint: ``url`` (the real port) and ``close()``."""
 
-    def __init__(self, server: asyncio.base_events.Server, registry: CollectorRegistry):
+    def __init__(self, server: asyncio.base_events.Server, registry: CollectorRegistry,
+                 refresh=None):
         self.server, self.registry = server, registry
+        self.refresh = refresh  # awaited before a scrape is answered (the shards' sum)
         host, port = server.sockets[0].getsockname()[:2]
         self.url = f"tcp://[{host}]:{port}" if ":" in host else f"tcp://{host}:{port}"
 
@@ -109,6 +111,8 @@ class MetricsEndpoint:
                 head = await asyncio.wait_for(_read_head(reader), READ_TIMEOUT_S)
             except (asyncio.TimeoutError, ValueError, asyncio.IncompleteReadError):
                 head = None  # too slow, too long or cut short: answered 400 if anything came
+            if head and self.refresh is not None:
+                await self.refresh()
             writer.write(self.answer(head))
             await writer.drain()
         except (ConnectionError, OSError):
@@ -165,13 +169,22 @@ async def start(url: str, meters: list, *, per_meter: int = 0) -> MetricsEndpoin
             raise PortUrlError("--metrics-per-meter needs the endpoint: --metrics "
                                "tcp://HOST:PORT")
         return None
-    host, port = parse_url(url)
+    parse_url(url)
     if per_meter > MAX_PER_METER:
         log.warning("--metrics-per-meter %d: per-meter series are capped at %d meters",
                     per_meter, MAX_PER_METER)
         per_meter = MAX_PER_METER
+    endpoint = await listen(url, FleetCollector())
+    stats.STATS.tracked = {meter.id for meter in meters[:per_meter]}
+    return endpoint
+
+
+async def listen(url: str, collector, refresh=None) -> MetricsEndpoint:
+    """An endpoint at ``url`` answering ``collector``'s families and this process's
+    ``process_*``; ``refresh`` (a coroutine function) is awaited before each answer."""
+    host, port = parse_url(url)
     registry = CollectorRegistry()
-    registry.register(FleetCollector())
+    registry.register(collector)
     ProcessCollector(registry=registry)
     endpoint = None
 
@@ -183,6 +196,5 @@ async def start(url: str, meters: list, *, per_meter: int = 0) -> MetricsEndpoin
     except OSError as exc:
         raise PortUrlError(f"--metrics {url}: cannot listen on {host}:{port} ({exc.strerror}); "
                            f"{FORMS}") from None
-    endpoint = MetricsEndpoint(server, registry)
-    stats.STATS.tracked = {meter.id for meter in meters[:per_meter]}
+    endpoint = MetricsEndpoint(server, registry, refresh)
     return endpoint

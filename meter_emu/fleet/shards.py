@@ -10,7 +10,8 @@ hosts would get.
 Endpoints per child (``designed``): a port-0 URL stays 0 (each child picks a free port); an
 explicit ``tcp://H:P`` / ``udp://H:P`` (``--cnip``, ``--metrics``) becomes P+i for child i;
 optical, MEP, MEP2 and the serial PLC interface (they serve one process's first meter, or a
-device only one process can open) are shard 0's only. ``--mqtt embedded[:PORT]``: the
+device only one process can open) are shard 0's only. ``--metrics tcp://H:P`` is the
+supervisor's: the sum of the shards' (fleet/aggregate.py); shard i serves its own at P+1+i. ``--mqtt embedded[:PORT]``: the
 supervisor runs the broker and the children connect to it; ``mqtt://`` passes through.
 ``--state DIR`` is shared: the store keeps a file per meter (store.py), so shards, whose
 meters are disjoint, never write the same file, and ``--shard``, ``--shards`` and a single
@@ -21,7 +22,7 @@ reported first (head-ends keep talking to the same ports) and its state director
 acknowledged writes survive. Three deaths in a row, each within ``QUICK_DEATH_S`` of its
 start, stop the fleet (exit 1: a port taken, a disk full): restarting would only repeat it.
 
-The supervisor's ready file (``designed``): ``{"meters", "ports" (shard 0's and mqtt),
+The supervisor's ready file (``designed``): ``{"meters", "ports" (shard 0's, mqtt, metrics),
 "neuron_ids", "shards": [{"shard": "i/K", "pid", "cpu", "ports", "meters"}]}``, rewritten
 after each restart.
 """
@@ -220,6 +221,7 @@ class Supervisor:
         self.private = private
         self.base = without_shards(argv)
         self.broker = None
+        self.metrics = None  # the shards' sum (fleet/aggregate.py)
         self.mqtt = args.mqtt
         self.shards: list[Shard] = []
         self.stopping = False
@@ -231,7 +233,7 @@ class Supervisor:
         extra = ["--shard", f"{index}/{self.total}", "--ready-file",
                  str(self.private / f"shard-{index}.json"), "--mqtt", self.mqtt,
                  "--cnip", shifted("cnip", args.cnip, index),
-                 "--metrics", shifted("metrics", args.metrics, index)]
+                 "--metrics", shifted("metrics", args.metrics, index + 1)]
         if not first:
             extra += ["--optical", "off", "--mep", "off", "--mep2", "off", "--serial-plc", "off"]
         for flag, path in (("--pcap", args.pcap), ("--phy-dump", args.phy_dump)):
@@ -259,6 +261,16 @@ class Supervisor:
                         address[1], exc.strerror)
             await self.broker.start(address[0], 0)
         self.mqtt = self.broker.url
+
+    async def start_metrics(self) -> None:
+        if self.args.metrics == "off":
+            return
+        from .aggregate import Aggregate
+        from .metrics import listen
+
+        total = Aggregate(lambda: [s.ready["ports"].get("metrics") if s.ready else None
+                                   for s in self.shards])
+        self.metrics = await listen(self.args.metrics, total, total.refresh)
 
     async def keep(self, shard: Shard) -> None:
         """Run one shard until the supervisor stops; restart it whenever it dies."""
@@ -306,6 +318,8 @@ class Supervisor:
         ports = dict(self.shards[0].ready["ports"])
         if self.broker is not None:
             ports["mqtt"] = self.broker.url
+        if self.metrics is not None:
+            ports["metrics"] = self.metrics.url
         neuron_ids: dict = {}
         for s in self.shards:
             neuron_ids.update(s.ready.get("neuron_ids", {}))
@@ -328,6 +342,8 @@ class Supervisor:
                   flush=True)
         elif self.args.mqtt != "off":
             print(f"  mqtt     {self.args.mqtt} (one connection per shard)", flush=True)
+        if self.metrics is not None:
+            print(f"  metrics  {self.metrics.url} (the sum of the shards')", flush=True)
         if self.args.state:
             print(f"  state    {self.args.state} (shared: a file per meter)", flush=True)
 
@@ -351,6 +367,12 @@ class Supervisor:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start_broker()
+        try:
+            await self.start_metrics()
+        except BaseException:
+            if self.broker is not None:
+                await self.broker.close()
+            raise
         self.shards = [Shard(i, self.total, self.child_argv(i), self.private)
                        for i in range(self.total)]
         keepers = [asyncio.create_task(self.keep(s)) for s in self.shards]
@@ -372,6 +394,8 @@ class Supervisor:
             await self.stop_children()
             if self.broker is not None:
                 await self.broker.close()
+            if self.metrics is not None:
+                self.metrics.close()
             if self.args.ready_file:
                 Path(self.args.ready_file).unlink(missing_ok=True)
         if message:
@@ -388,8 +412,8 @@ def check(args) -> None:
     if args.shards < 1:
         raise PortUrlError(f"--shards {args.shards}: give 1 or more")
     shard_indices(args.count, 0, args.shards)
-    for flag, url in (("cnip", args.cnip), ("metrics", args.metrics)):
-        shifted(flag, url, args.shards - 1)
+    shifted("cnip", args.cnip, args.shards - 1)
+    shifted("metrics", args.metrics, args.shards)  # the supervisor's sum, then each shard's
 
 
 def supervise(argv: list[str], args) -> int:
