@@ -8,6 +8,7 @@ the ports and flushes the state.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -147,20 +148,30 @@ def start_line(options: RunOptions, meters, clock, persist):
     stations = [MeterStation(meter, clock) for meter in meters]
     if options.phy == "bpsk":
         from .phy.realtime import RealtimeLine
-        return RealtimeLine(stations, persist, topology=options.topology,
-                            dump=options.phy_dump)
-    if options.topology or options.phy_dump:
+        line = RealtimeLine(stations, persist, topology=options.topology, dump=options.phy_dump)
+    elif options.topology or options.phy_dump:
         raise PortUrlError("--topology and --phy-dump describe the simulated line: add --phy "
                            "bpsk")
-    from .phy.ideal import IdealLine
-    return IdealLine(stations, persist)
+    else:
+        from .phy.ideal import IdealLine
+        line = IdealLine(stations, persist)
+    _wire_service_pins(line, stations)
+    return line
 
 
 def add_stations(line, meters, clock) -> None:
     """Meters that came up after the line started join it (an ideal line; --ramp)."""
     if line is not None:
         from .plc.station import MeterStation
-        line.add([MeterStation(meter, clock) for meter in meters])
+        stations = [MeterStation(meter, clock) for meter in meters]
+        line.add(stations)
+        _wire_service_pins(line, stations)
+
+
+def _wire_service_pins(line, stations) -> None:
+    """The MQTT trigger ``service_pin`` reaches each meter's node on its line."""
+    for station in stations:
+        station.meter.press_service_pin = functools.partial(line.press_service_pin, station)
 
 
 #: meters built between two looks at the event loop while a fleet starts

@@ -112,3 +112,33 @@ def test_bad_cnip_options_are_refused_before_start():
     done = run_meter_emu("run", "--count", "0", "--cnip", "off", "--optical", "off", "--mep",
                          "off", "--mqtt", "off")
     assert done.returncode == 2 and "at least one meter" in done.stderr
+
+
+def test_the_service_pin_trigger_broadcasts_the_meters_service_pin_message(start_emulator):
+    """MQTT ``<prefix>/<meter>/trigger/service_pin`` presses the meter's service pin: a
+    listening interface on CN/IP (an unconfigured node, as commissioning tools listen) hears
+    the 14908.1 service pin message with that meter's Neuron ID and the profile's program ID."""
+    from meter_emu.client.plc import HeadEnd
+    from meter_emu.lon import netmgmt
+    from meter_emu.lon.config import NodeConfig
+    from meter_emu.profile import fleet_profiles, load_profile
+
+    emu = start_emulator("--count", "3", cnip="udp://127.0.0.1:0", mqtt="embedded:0")
+    fleet = fleet_profiles(load_profile(), 3)
+    tool = HeadEnd.over_cnip(emu.ready["ports"]["cnip"],
+                             NodeConfig(neuron_id=bytes.fromhex("FE00000000AA")))
+    try:  # a first request: the endpoint learns where the tool is
+        done = tool.transact(netmgmt.query_status(), _nid(0), timeout=5.0, domain_index=None)
+        assert done is not None and done.ok
+        pins = lambda i: i.apdu[:1] == bytes([netmgmt.SERVICE_PIN])  # noqa: E731
+        assert tool.listen(0.3, pins) == []  # nobody pressed anything
+        e2e.mosquitto_pub(emu.ready["ports"]["mqtt"], "meter-emu/meter-2/trigger/service_pin",
+                          "1")
+        heard = tool.listen(3.0, pins)
+        assert len(heard) == 1
+        assert heard[0].service is Service.UNACKD and heard[0].dst == Broadcast(0)
+        nid, program = netmgmt.parse_service_pin(heard[0].apdu)
+        assert nid == bytes.fromhex(fleet[1].identity.neuron_id)
+        assert program == bytes.fromhex(fleet[1].identity.program_id)
+    finally:
+        tool.close()

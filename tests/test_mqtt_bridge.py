@@ -169,6 +169,9 @@ def test_perform_applies_or_changes_nothing(fleet):
     [unknown] = route(fleet, "meter-emu/m1/trigger/no_such_trigger", b"1")
     with pytest.raises(InjectionError, match="unknown trigger"):
         topics.perform(unknown, m1, START + 3)
+    [pin] = route(fleet, "meter-emu/m1/trigger/service_pin", b"1")  # the e2e test presses it
+    with pytest.raises(InjectionError, match="service_pin: this meter is on no power line"):
+        topics.perform(pin, m1, START + 4)
 
 
 def test_state_and_info_documents():

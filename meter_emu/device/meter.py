@@ -163,6 +163,9 @@ class Meter:
     #: called with the meter when its state becomes dirty (the runner keeps the set of meters
     #: to save, so saving never scans the fleet); None: nobody is told
     on_dirty = None
+    #: presses the meter's service pin on the power line it is on (set by the line's owner:
+    #: runner.py); None: on no line, the button has nothing to talk to
+    press_service_pin = None
 
     def __init__(self, profile: Profile, state: MeterState | None = None,
                  now: float | None = None):

@@ -6,7 +6,8 @@ The payload says whether the condition begins ("", "1", "true", "on") or ends ("
 
 * **conditions** raise their BT03 alarm and log its event once when they begin
   (device/conditions.py), and clear the bit when they end; a repeated "on" logs nothing;
-* **occurrences** (tamper, button, self check) happen once per "on"; "off" does nothing.
+* **occurrences** (tamper, button, self check, service pin) happen once per "on"; "off" does
+  nothing.
 
 The trigger ``outage`` cuts the supply whatever the voltages say (the engine logs events 1 and
 2 and counts the outage). ``phase_inversion`` and ``phase_rotation_changed`` exist as triggers
@@ -64,6 +65,13 @@ def _button(meter, now) -> None:
     relay.button_pressed(meter, now)
 
 
+def _service_pin(meter, now) -> None:
+    if meter.press_service_pin is None:
+        raise InjectionError("service_pin: this meter is on no power line (CN/IP and the serial "
+                             "PLC interface are off)")
+    meter.press_service_pin()
+
+
 def _switch_error(meter, now) -> None:
     relay.switch_failed(meter, now)
 
@@ -104,6 +112,9 @@ TRIGGER_TABLE = _declare(
                    "Tamper, event 89 (condition)"),
     Trigger("button", "the push button: event 106; closes a contactor armed for reconnect "
             "(event 66 reason 6) (each 'on')", _button),
+    Trigger("service_pin", "the service pin: the meter broadcasts the 14908.1 service pin "
+            "message (its Neuron ID and program ID) on the power line (each 'on')",
+            _service_pin),
     Trigger("disconnect_switch_error", "the contactor does not follow its command: BT03 "
             "Disconnect Switch Error, event 66 with the failure bit; its end re-synchronizes "
             "(event 66 reason 9) (condition)", _switch_error, _switch_recovered),

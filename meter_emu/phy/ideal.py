@@ -245,6 +245,13 @@ class IdealLine:
             self._poll_station(station, now, touched, queue, emitted)
         self._burst(queue, now, touched, emitted)
 
+    def press_service_pin(self, station) -> None:
+        """The station's service pin: its node broadcasts the service pin message now."""
+        from ..lon import netmgmt
+
+        netmgmt.service_pin(station, self.clock())
+        self.kick(station)
+
     def kick(self, station=None) -> None:
         """Poll ``station`` (or every station) now: after code outside the line queued a
         message with ``station.send`` (a service pin, a test)."""

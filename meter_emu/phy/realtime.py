@@ -223,6 +223,14 @@ class RealtimeLine:
         self._arm()
         return True
 
+    def press_service_pin(self, station) -> None:
+        """The station's service pin: its node broadcasts the service pin message now."""
+        from ..lon import netmgmt
+
+        self._catch_up()
+        netmgmt.service_pin(station, self.line.now)
+        self.kick(station)
+
     def kick(self, station=None) -> None:
         """Poll ``station`` (or all) soon: after code outside the line called its ``send``."""
         try:
