@@ -114,7 +114,8 @@ def test_bad_cnip_options_are_refused_before_start():
     assert done.returncode == 2 and "at least one meter" in done.stderr
 
 
-def test_the_service_pin_trigger_broadcasts_the_meters_service_pin_message(start_emulator):
+@pytest.mark.parametrize("phy", ["ideal", "bpsk"])
+def test_the_service_pin_trigger_broadcasts_the_meters_service_pin_message(start_emulator, phy):
     """MQTT ``<prefix>/<meter>/trigger/service_pin`` presses the meter's service pin: a
     listening interface on CN/IP (an unconfigured node, as commissioning tools listen) hears
     the 14908.1 service pin message with that meter's Neuron ID and the profile's program ID."""
@@ -123,7 +124,8 @@ def test_the_service_pin_trigger_broadcasts_the_meters_service_pin_message(start
     from meter_emu.lon.config import NodeConfig
     from meter_emu.profile import fleet_profiles, load_profile
 
-    emu = start_emulator("--count", "3", cnip="udp://127.0.0.1:0", mqtt="embedded:0")
+    emu = start_emulator("--count", "3", "--phy", phy, cnip="udp://127.0.0.1:0",
+                         mqtt="embedded:0")
     fleet = fleet_profiles(load_profile(), 3)
     tool = HeadEnd.over_cnip(emu.ready["ports"]["cnip"],
                              NodeConfig(neuron_id=bytes.fromhex("FE00000000AA")))

@@ -151,5 +151,6 @@ def test_bad_triggers_are_refused_and_change_nothing(meter, name, payload):
 
 def test_every_trigger_is_listed_with_what_it_does():
     assert set(triggers.TRIGGERS) == {name for name, _, _ in CONDITIONS} | {
-        "cover_open", "tamper", "button", "outage", "self_check_error", "disconnect_switch_error"}
+        "cover_open", "tamper", "button", "outage", "self_check_error", "disconnect_switch_error",
+        "service_pin"}
     assert all(len(text) > 10 for text in triggers.TRIGGERS.values())
