@@ -153,13 +153,15 @@ class MqttBridge:
         for meter in self.meters:
             meter.event_listeners.append(self._on_event)
         self._tasks = [asyncio.create_task(self._connection(ready), name="mqtt connection"),
-                       asyncio.create_task(self._apply_loop(), name="mqtt apply"),
-                       asyncio.create_task(self._state_loop(), name="mqtt state")]
+                       asyncio.create_task(self._apply_loop(), name="mqtt apply")]
         try:
             await ready
         except BaseException:
             await self.close()
             raise
+        # states only once every info is out: a large fleet's first states (each a meter's
+        # first advance) would otherwise hold the start back (40,000 meters: by seconds)
+        self._tasks.append(asyncio.create_task(self._state_loop(), name="mqtt state"))
 
     async def close(self) -> None:
         """Apply what was received, stop the tasks and disconnect."""
