@@ -6,9 +6,9 @@ end, the registers set directly), and the machine it ran on.
 
 Figures: closing intervals (96 per meter-day, 4 channels of BT16 sources 0-3 read through
 ``engine.source_value``), the fast path (``run_due`` between interval ends, as the engine calls
-it at every step), and the memory the rings take, and a full BT64 render. The budget (DESIGN.md section 6) is 10,000
-meters x one day of 15-minute load profile in 30 s, engine included: 333 meter-days per second
-for everything."""
+it at every step), the memory the rings take, and a full BT64 render. The budget (DESIGN.md
+section 6) is 10,000 meters x one day of 15-minute load profile in 30 s, engine included: 333
+meter-days per second for everything."""
 
 from __future__ import annotations
 

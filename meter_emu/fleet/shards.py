@@ -11,8 +11,9 @@ Endpoints per child (``designed``): a port-0 URL stays 0 (each child picks a fre
 explicit ``tcp://H:P`` / ``udp://H:P`` (``--cnip``, ``--metrics``) becomes P+i for child i;
 optical, MEP, MEP2 and the serial PLC interface (they serve one process's first meter, or a
 device only one process can open) are shard 0's only. ``--metrics tcp://H:P`` is the
-supervisor's: the sum of the shards' (fleet/aggregate.py); shard i serves its own at P+1+i. ``--mqtt embedded[:PORT]``: the
-supervisor runs the broker and the children connect to it; ``mqtt://`` passes through.
+supervisor's: the sum of the shards' (fleet/aggregate.py); shard i serves its own at P+1+i.
+``--mqtt embedded[:PORT]``: the supervisor runs the broker and the children connect to it;
+``mqtt://`` passes through.
 ``--state DIR`` is shared: the store keeps a file per meter (store.py), so shards, whose
 meters are disjoint, never write the same file, and ``--shard``, ``--shards`` and a single
 process all find the same state.

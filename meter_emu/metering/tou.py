@@ -343,7 +343,8 @@ class _Runtime:
     follows, and the next boundary (meter UTC) with whether DST switches there."""
 
     __slots__ = ("state", "st", "raw54", "raw53", "raw_et04", "et04_fields", "calendar", "config",
-                 "zone", "adjustment", "dst_time", "off_delta", "self_read_time", "next", "flip", "seen")
+                 "zone", "adjustment", "dst_time", "off_delta", "self_read_time", "next", "flip",
+                 "seen")
 
     def __init__(self):
         self.st = self.next = self.seen = None
