@@ -393,6 +393,20 @@ def wait_for(predicate, timeout: float, what: str):
 # ---- MQTT ------------------------------------------------------------------------------------
 
 
+def scrape_metrics(url: str) -> dict:
+    """{(sample name, frozenset(labels)): value} of one scrape of a ``--metrics`` URL
+    (tcp://...), parsed with prometheus-client's own parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url.replace("tcp://", "http://") + "/metrics", timeout=10) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=")
+        text = r.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def mosquitto_pub(url: str, topic: str, message: str) -> None:
     host, _, port = url.removeprefix("mqtt://").rpartition(":")
     subprocess.run([mosquitto_program("mosquitto_pub"), "-h", host, "-p", port, "-t", topic,

@@ -14,7 +14,6 @@ import urllib.request
 from types import SimpleNamespace
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import e2e
 from e2e import DEFAULT_NEURON_ID, OMA_KEY, CnipHeadEnd, partial_read
@@ -27,13 +26,7 @@ BT01 = 1
 MISSING_TABLE = 100  # no BT100 in the catalog: IAR (0x05) on every port
 
 
-def scrape(url: str) -> dict:
-    """{(sample name, frozenset(labels)): value} of one scrape of ``url`` (tcp://...)."""
-    with urllib.request.urlopen(url.replace("tcp://", "http://") + "/metrics", timeout=5) as r:
-        assert r.headers["Content-Type"].startswith("text/plain; version=")
-        text = r.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+scrape = e2e.scrape_metrics
 
 
 def value(samples: dict, name: str, **labels) -> float | None:

@@ -146,16 +146,7 @@ def test_shards_restart_a_killed_shard_with_its_writes_and_ports(start_emulator,
         end.close()
 
 
-def _scrape(url: str) -> dict:
-    """{(sample name, frozenset(labels)): value}, parsed with prometheus-client's parser."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url.replace("tcp://", "http://") + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+_scrape = e2e.scrape_metrics
 
 
 def _plc_ok(samples: dict) -> float:
